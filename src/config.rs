@@ -1,0 +1,624 @@
+//! Configuration: embedded defaults (`config/default.toml`) → optional file (`--config` / `ACP_CONFIG`) →
+//! environment (`ACP_<KEY>`, plus `DATABASE_URL`), then one validation pass that turns the raw layers into typed
+//! [`Settings`]. Every failure is reported as one line naming the setting's environment variable and the problem,
+//! because that is the name operators deploy with.
+
+use std::{fmt, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use reqwest::Url;
+use serde::Deserialize;
+
+/// The embedded defaults; the README's configuration table mirrors this file.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Keys read from `ACP_<KEY>`. Other `ACP_*` variables (for example `ACP_SPEC_DIR`, used by the tests) are not
+/// settings and are ignored rather than refused.
+const KEYS: &[&str] = &[
+    "env",
+    "listen_addr",
+    "public_base_url",
+    "agent_api_key",
+    "agent_webhook_url",
+    "agent_webhook_secret",
+    "admin_token",
+    "psp",
+    "stripe_secret_key",
+    "stripe_api_base",
+    "log_format",
+    "log_level",
+    "migrate_on_start",
+    "db_max_connections",
+    "db_acquire_timeout_ms",
+    "db_retry_interval_ms",
+    "shutdown_timeout_ms",
+    "max_body_bytes",
+    "tls_terminated_by_proxy",
+    "allow_simulator_in_production",
+    "allow_insecure_webhook_urls",
+    "debug_routes",
+];
+
+/// The agent key used in development when none is configured; printed by `demo`, refused in production.
+pub const DEMO_AGENT_API_KEY: &str = "demo_agent_key_do_not_use_in_production";
+
+/// Shortest bearer secret production accepts: long enough that guessing is hopeless.
+const MIN_PRODUCTION_SECRET_LEN: usize = 24;
+
+/// A configuration problem, rendered as the single line the process prints before exiting.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, problem: impl Into<String>) -> Self {
+        Self {
+            setting: env_name(key),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The environment variable that sets `key`.
+pub fn env_name(key: &str) -> String {
+    match key {
+        "database_url" => "DATABASE_URL".to_owned(),
+        other => format!("ACP_{}", other.to_ascii_uppercase()),
+    }
+}
+
+/// A secret string that cannot be printed, logged or serialized by accident: `Debug` and `Display` redact it and
+/// it implements no `Serialize`. Reading it takes an explicit [`Secret::expose`].
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Development,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PspKind {
+    Stripe,
+    Simulator,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// The layers as read, before validation. Strings stay strings here so that validation can word its own errors.
+#[derive(Debug, Deserialize)]
+struct RawSettings {
+    env: Environment,
+    database_url: Option<Secret>,
+    listen_addr: String,
+    public_base_url: String,
+    agent_api_key: Option<Secret>,
+    agent_webhook_url: Option<String>,
+    agent_webhook_secret: Option<Secret>,
+    admin_token: Option<Secret>,
+    psp: PspKind,
+    stripe_secret_key: Option<Secret>,
+    stripe_api_base: String,
+    log_format: LogFormat,
+    log_level: String,
+    migrate_on_start: bool,
+    db_max_connections: u32,
+    db_acquire_timeout_ms: u64,
+    db_retry_interval_ms: u64,
+    shutdown_timeout_ms: u64,
+    max_body_bytes: usize,
+    tls_terminated_by_proxy: bool,
+    allow_simulator_in_production: bool,
+    allow_insecure_webhook_urls: bool,
+    debug_routes: bool,
+}
+
+/// Validated settings. Construct with [`Settings::load`] (the process) or [`Settings::from_pairs`] (tests).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub env: Environment,
+    pub database_url: Option<Secret>,
+    pub listen_addr: SocketAddr,
+    pub public_base_url: Url,
+    pub agent_api_key: Secret,
+    pub agent_webhook_url: Option<Url>,
+    pub agent_webhook_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub psp: PspKind,
+    pub stripe_secret_key: Option<Secret>,
+    pub stripe_api_base: Url,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub migrate_on_start: bool,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout: Duration,
+    pub db_retry_interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub tls_terminated_by_proxy: bool,
+    pub allow_simulator_in_production: bool,
+    pub allow_insecure_webhook_urls: bool,
+    pub debug_routes: bool,
+}
+
+/// Where the configuration comes from besides the embedded defaults and the process environment.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `--config` / `ACP_CONFIG`.
+    pub file: Option<PathBuf>,
+    /// Defaults of the running command, above the embedded ones but below the file and the environment:
+    /// `serve` defaults `env` to production, `demo` to development with the simulator PSP.
+    pub command_defaults: &'static [(&'static str, &'static str)],
+    /// Used when nothing else sets `database_url` (the demo's self-provisioned database).
+    pub database_url_fallback: Option<String>,
+}
+
+/// `serve`, `migrate` and `worker` are production unless told otherwise.
+pub const SERVE_DEFAULTS: &[(&str, &str)] = &[("env", "production")];
+/// The demo runs in development with the built-in simulator PSP.
+pub const DEMO_DEFAULTS: &[(&str, &str)] = &[("env", "development"), ("psp", "simulator")];
+
+impl Settings {
+    /// Reads defaults, the optional file and the process environment, then validates.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = with_pairs(base_figment(), sources.command_defaults);
+        if let Some(url) = &sources.database_url_fallback {
+            figment = figment.merge(Serialized::default("database_url", url.as_str()));
+        }
+        if let Some(file) = &sources.file {
+            if !file.is_file() {
+                return Err(ConfigError {
+                    setting: "ACP_CONFIG".into(),
+                    problem: format!("no readable file at {}", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let figment = figment
+            .merge(Env::prefixed("ACP_").only(KEYS))
+            .merge(Env::raw().only(&["DATABASE_URL"]));
+        Self::from_figment(&figment)
+    }
+
+    /// Embedded defaults overridden by explicit `(key, value)` pairs, ignoring the process environment: for
+    /// tests and for embedding. `env` must be among the pairs.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_figment(&with_pairs(base_figment(), pairs))
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let raw: RawSettings = figment.extract_lossy().map_err(first_figment_error)?;
+        raw.validate()
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+}
+
+fn base_figment() -> Figment {
+    Figment::from(Toml::string(DEFAULT_TOML))
+}
+
+fn with_pairs(mut figment: Figment, pairs: &[(&str, &str)]) -> Figment {
+    for (key, value) in pairs {
+        // String values go through the same lossy parsing as environment values ("true", "25").
+        figment = figment.merge(Serialized::default(key, figment::value::Value::from(*value)));
+    }
+    figment
+}
+
+fn first_figment_error(err: figment::Error) -> ConfigError {
+    let first = err.into_iter().next();
+    match first {
+        Some(e) => {
+            let key = e.path.last().cloned().unwrap_or_default();
+            let problem = match &e.kind {
+                figment::error::Kind::MissingField(field) => {
+                    return ConfigError::new(field, "required but not set");
+                }
+                kind => kind.to_string(),
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            ConfigError::new(&key, format!("{problem}{source}"))
+        }
+        None => ConfigError::new("config", "unreadable configuration"),
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let production = self.env == Environment::Production;
+        let listen_addr = parse_listen_addr(&self.listen_addr)?;
+        let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
+        let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
+        let agent_webhook_url = self
+            .agent_webhook_url
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_http_url("agent_webhook_url", s))
+            .transpose()?;
+        let database_url = non_empty(self.database_url);
+        if let Some(url) = &database_url {
+            check_database_url(url)?;
+        }
+        let agent_api_key = non_empty(self.agent_api_key);
+        let admin_token = non_empty(self.admin_token);
+        let stripe_secret_key = non_empty(self.stripe_secret_key);
+        check_log_level(&self.log_level)?;
+        check_positive("db_max_connections", u64::from(self.db_max_connections))?;
+        for (key, ms) in [
+            ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
+            ("db_retry_interval_ms", self.db_retry_interval_ms),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms),
+        ] {
+            check_positive(key, ms)?;
+        }
+        check_positive("max_body_bytes", self.max_body_bytes as u64)?;
+        if self.psp == PspKind::Stripe && stripe_secret_key.is_none() {
+            return Err(ConfigError::new(
+                "stripe_secret_key",
+                "required when ACP_PSP=stripe (or choose ACP_PSP=simulator outside production)",
+            ));
+        }
+
+        let agent_api_key = match (agent_api_key, production) {
+            (Some(key), _) => key,
+            (None, true) => return Err(ConfigError::new("agent_api_key", "required in production")),
+            (None, false) => Secret::new(DEMO_AGENT_API_KEY),
+        };
+
+        let settings = Settings {
+            env: self.env,
+            database_url,
+            listen_addr,
+            public_base_url,
+            agent_api_key,
+            agent_webhook_url,
+            agent_webhook_secret: non_empty(self.agent_webhook_secret),
+            admin_token,
+            psp: self.psp,
+            stripe_secret_key,
+            stripe_api_base,
+            log_format: self.log_format,
+            log_level: self.log_level,
+            migrate_on_start: self.migrate_on_start,
+            db_max_connections: self.db_max_connections,
+            db_acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            db_retry_interval: Duration::from_millis(self.db_retry_interval_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            tls_terminated_by_proxy: self.tls_terminated_by_proxy,
+            allow_simulator_in_production: self.allow_simulator_in_production,
+            allow_insecure_webhook_urls: self.allow_insecure_webhook_urls,
+            debug_routes: self.debug_routes,
+        };
+        if production {
+            check_production(&settings)?;
+        } else if let Some(url) = &settings.agent_webhook_url {
+            // Development still refuses nonsense schemes, but accepts http and loopback receivers.
+            check_webhook_scheme(url, true)?;
+        }
+        Ok(settings)
+    }
+}
+
+/// Production refuses every unsafe choice unless that choice's own explicit setting allows it.
+fn check_production(settings: &Settings) -> Result<(), ConfigError> {
+    let raw = settings;
+    if settings.database_url.is_none() {
+        return Err(ConfigError::new("database_url", "required in production"));
+    }
+    if raw.psp == PspKind::Simulator && !raw.allow_simulator_in_production {
+        return Err(ConfigError::new(
+            "psp",
+            "the simulator PSP charges no one and is refused in production \
+             (set ACP_ALLOW_SIMULATOR_IN_PRODUCTION=true to allow it)",
+        ));
+    }
+    if !settings.listen_addr.ip().is_loopback() && !raw.tls_terminated_by_proxy {
+        return Err(ConfigError::new(
+            "listen_addr",
+            format!(
+                "plain HTTP on non-loopback address {} is refused in production; \
+                 put a TLS-terminating proxy in front and set ACP_TLS_TERMINATED_BY_PROXY=true",
+                settings.listen_addr
+            ),
+        ));
+    }
+    check_secret_strength("agent_api_key", &settings.agent_api_key)?;
+    match &settings.admin_token {
+        Some(token) => check_secret_strength("admin_token", token)?,
+        None => return Err(ConfigError::new("admin_token", "required in production")),
+    }
+    if raw.debug_routes {
+        return Err(ConfigError::new(
+            "debug_routes",
+            "diagnostic routes are refused in production",
+        ));
+    }
+    if let Some(url) = &settings.agent_webhook_url {
+        check_webhook_scheme(url, raw.allow_insecure_webhook_urls)?;
+        if !raw.allow_insecure_webhook_urls && host_is_internal(url) {
+            return Err(ConfigError::new(
+                "agent_webhook_url",
+                "points at a loopback, private or link-local host, refused in production \
+                 (set ACP_ALLOW_INSECURE_WEBHOOK_URLS=true to allow it)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_secret_strength(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    if secret.expose() == DEMO_AGENT_API_KEY {
+        return Err(ConfigError::new(key, "the published demo key is refused in production"));
+    }
+    if secret.expose().len() < MIN_PRODUCTION_SECRET_LEN {
+        return Err(ConfigError::new(
+            key,
+            format!("must be at least {MIN_PRODUCTION_SECRET_LEN} characters in production"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_webhook_scheme(url: &Url, allow_http: bool) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(ConfigError::new(
+            "agent_webhook_url",
+            "must be https in production (set ACP_ALLOW_INSECURE_WEBHOOK_URLS=true to allow http)",
+        )),
+        other => Err(ConfigError::new(
+            "agent_webhook_url",
+            format!("unsupported scheme `{other}`"),
+        )),
+    }
+}
+
+/// True when the URL's host is a literal loopback/private/link-local address or `localhost`. Names that resolve
+/// to such addresses are caught again at delivery time, where the resolved address is known.
+pub fn host_is_internal(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_internal_ip(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_internal_ip(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => true,
+    }
+}
+
+/// Loopback, private (RFC 1918 / ULA), link-local, unspecified, CGNAT and documentation-free ranges an agent's
+/// public webhook receiver can never legitimately live in.
+pub fn is_internal_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal_ip(IpAddr::V4(v4)))
+        }
+    }
+}
+
+fn parse_listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            "listen_addr",
+            format!("`{value}` is not an IP socket address (expected host:port such as 127.0.0.1:8080)"),
+        )
+    })
+}
+
+fn parse_http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::new(key, format!("`{value}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(
+            key,
+            format!("`{value}` must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+fn check_database_url(url: &Secret) -> Result<(), ConfigError> {
+    let url = url.expose();
+    let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let parsed: Result<sqlx::postgres::PgConnectOptions, _> = url.parse();
+    // The URL may carry a password: the message never repeats it.
+    match (scheme_ok, parsed) {
+        (true, Ok(_)) => Ok(()),
+        _ => Err(ConfigError::new(
+            "database_url",
+            "not a valid postgres:// connection URL",
+        )),
+    }
+}
+
+fn check_log_level(value: &str) -> Result<(), ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new("log_level", format!("`{value}` is not a valid filter ({e})")))
+}
+
+fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn non_empty(secret: Option<Secret>) -> Option<Secret> {
+    secret.filter(|s| !s.expose().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut all = vec![("env", "development"), ("psp", "simulator")];
+        all.extend_from_slice(pairs);
+        Settings::from_pairs(&all)
+    }
+
+    fn prod(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut all = vec![
+            ("env", "production"),
+            ("database_url", "postgres://u@db.example.com/acp"),
+            ("agent_api_key", "agent-key-0123456789abcdefghij"),
+            ("admin_token", "admin-token-0123456789abcdefghij"),
+            ("stripe_secret_key", "sk_test_123"),
+        ];
+        all.extend_from_slice(pairs);
+        Settings::from_pairs(&all)
+    }
+
+    #[test]
+    fn development_defaults_are_valid() {
+        let s = dev(&[]).expect("valid");
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.agent_api_key.expose(), DEMO_AGENT_API_KEY);
+    }
+
+    #[test]
+    fn malformed_listen_addr_names_the_variable() {
+        let err = dev(&[("listen_addr", "not-an-addr")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_LISTEN_ADDR");
+        assert!(err.to_string().contains("not an IP socket address"), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn malformed_number_names_the_variable() {
+        let err = dev(&[("db_max_connections", "lots")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_DB_MAX_CONNECTIONS", "{err}");
+    }
+
+    #[test]
+    fn production_accepts_a_complete_safe_configuration() {
+        let s = prod(&[]).expect("valid");
+        assert!(s.is_production());
+    }
+
+    #[test]
+    fn production_refuses_the_simulator_unless_allowed() {
+        let err = prod(&[("psp", "simulator")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_PSP");
+        assert!(prod(&[("psp", "simulator"), ("allow_simulator_in_production", "true")]).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_plain_http_on_public_addresses_unless_behind_a_proxy() {
+        let err = prod(&[("listen_addr", "0.0.0.0:8080")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_LISTEN_ADDR");
+        assert!(prod(&[("listen_addr", "0.0.0.0:8080"), ("tls_terminated_by_proxy", "true")]).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_insecure_or_internal_webhook_urls() {
+        for url in [
+            "http://agent.example.com/hooks",
+            "https://127.0.0.1/hooks",
+            "https://10.1.2.3/hooks",
+            "https://[::1]/hooks",
+            "https://localhost/hooks",
+            "https://169.254.169.254/latest",
+        ] {
+            let err = prod(&[("agent_webhook_url", url)]).unwrap_err();
+            assert_eq!(err.setting, "ACP_AGENT_WEBHOOK_URL", "{url}");
+        }
+        assert!(prod(&[("agent_webhook_url", "https://agent.example.com/hooks")]).is_ok());
+        assert!(
+            prod(&[
+                ("agent_webhook_url", "http://127.0.0.1:9/h"),
+                ("allow_insecure_webhook_urls", "true")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn production_requires_strong_secrets() {
+        let err = prod(&[("agent_api_key", "short")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_AGENT_API_KEY");
+        let err = prod(&[("agent_api_key", DEMO_AGENT_API_KEY)]).unwrap_err();
+        assert_eq!(err.setting, "ACP_AGENT_API_KEY");
+    }
+
+    #[test]
+    fn stripe_needs_its_secret_key() {
+        let err = Settings::from_pairs(&[("env", "development")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_STRIPE_SECRET_KEY");
+    }
+
+    #[test]
+    fn bad_database_url_does_not_echo_the_password() {
+        let err = dev(&[("database_url", "mysql://user:hunter2@x/db")]).unwrap_err();
+        assert_eq!(err.setting, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk_live_abc");
+        assert!(!format!("{s:?} {s}").contains("sk_live_abc"));
+    }
+}

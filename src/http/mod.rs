@@ -1,0 +1,61 @@
+//! HTTP surface: routes, shared state and the layers every request passes through.
+
+pub mod health;
+pub mod request_id;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Query},
+    middleware,
+    routing::get,
+};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Settings, error::ApiError};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    /// Fires when the process begins shutting down; long-running handlers and workers watch it.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if state.settings.debug_routes {
+        router = router.route("/debug/sleep", get(debug_sleep));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn(request_id::trace_requests))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+#[derive(Deserialize)]
+struct SleepQuery {
+    ms: u64,
+}
+
+/// Development-only: a deliberately slow request, so shutdown draining can be observed.
+async fn debug_sleep(Query(q): Query<SleepQuery>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(q.ms.min(10_000))).await;
+    "slept"
+}

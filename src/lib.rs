@@ -1,0 +1,18 @@
+//! ACP merchant checkout server.
+//!
+//! A guided tour of the modules, from the outside in:
+//! - [`config`]: layered settings (defaults → file → `ACP_*` env), validated once at start-up.
+//! - [`telemetry`]: JSON or pretty logs; request spans carry the request id and nothing sensitive.
+//! - [`startup`]: binds the listener, runs the HTTP server and background workers, shuts down gracefully.
+//! - [`http`]: routes and request-level layers; [`error`]: the ACP error object every failure becomes.
+//! - [`db`]: the pool, embedded migrations and readiness.
+//! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod localdb;
+pub mod startup;
+pub mod telemetry;

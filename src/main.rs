@@ -1,0 +1,175 @@
+//! `acp-merchant`: the command line. Exit codes: 0 success; 1 runtime failure (or unhealthy for `healthcheck`);
+//! 2 usage error; 78 configuration error (EX_CONFIG), always with one line on stderr naming the setting.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use acp_merchant::{
+    config::{DEMO_DEFAULTS, SERVE_DEFAULTS, Secret, Settings, Sources},
+    db, localdb,
+    startup::{Application, cancel_on_signals},
+    telemetry,
+};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 78;
+
+/// Agentic Commerce Protocol merchant checkout server.
+#[derive(Parser)]
+#[command(name = "acp-merchant", version, about)]
+struct Cli {
+    /// Configuration file (TOML) layered between the built-in defaults and the environment.
+    #[arg(long, env = "ACP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server and its background workers (ACP_ENV defaults to production).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Exit 0 when /healthz of the configured listen address answers (for container health checks).
+    Healthcheck {
+        /// Address to probe; defaults to ACP_LISTEN_ADDR (0.0.0.0 is probed on 127.0.0.1).
+        #[arg(long, env = "ACP_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
+    /// Local demo: provision a private PostgreSQL when DATABASE_URL is unset, migrate and serve in development
+    /// mode with the simulator PSP.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acp-merchant: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let file = cli.config;
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(load(file, SERVE_DEFAULTS)?).await,
+            Command::Migrate => migrate(load(file, SERVE_DEFAULTS)?).await,
+            Command::Healthcheck { addr } => healthcheck(&addr).await,
+            Command::Demo => demo(file).await,
+        }
+    });
+    outcome.err().map_or(ExitCode::SUCCESS, ExitCode::from)
+}
+
+/// A command's outcome: `Err(code)` after the reason has been printed.
+type Outcome = Result<(), u8>;
+
+fn load(file: Option<PathBuf>, command_defaults: &'static [(&'static str, &'static str)]) -> Result<Settings, u8> {
+    let sources = Sources {
+        file,
+        command_defaults,
+        database_url_fallback: None,
+    };
+    Settings::load(&sources).map_err(|e| {
+        eprintln!("acp-merchant: {e}");
+        EXIT_CONFIG
+    })
+}
+
+fn fail(context: &str, error: impl std::fmt::Display) -> u8 {
+    tracing::error!(error = %error, "{context}");
+    eprintln!("acp-merchant: {context}: {error}");
+    EXIT_FAILURE
+}
+
+async fn serve(settings: Settings) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let app = Application::build(settings, shutdown)
+        .await
+        .map_err(|e| fail("cannot start", e))?;
+    app.run_until_stopped().await.map_err(|e| fail("server stopped", e))
+}
+
+async fn migrate(settings: Settings) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot migrate", e))?;
+    db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn healthcheck(addr: &str) -> Outcome {
+    let Ok(mut addr) = addr.parse::<std::net::SocketAddr>() else {
+        eprintln!("acp-merchant: configuration error: ACP_LISTEN_ADDR: `{addr}` is not an IP socket address");
+        return Err(EXIT_CONFIG);
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| fail("healthcheck", e))?;
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(fail("unhealthy", r.status())),
+        Err(e) => Err(fail("unhealthy", e)),
+    }
+}
+
+/// Name of the demo's database inside the local `dev` cluster.
+const DEMO_DATABASE: &str = "acp_demo";
+
+async fn demo(file: Option<PathBuf>) -> Outcome {
+    let database_url_fallback = if std::env::var_os("DATABASE_URL").is_none_or(|v| v.is_empty()) {
+        Some(provision_demo_database().await?)
+    } else {
+        None
+    };
+    let sources = Sources {
+        file,
+        command_defaults: DEMO_DEFAULTS,
+        database_url_fallback,
+    };
+    let settings = Settings::load(&sources).map_err(|e| {
+        eprintln!("acp-merchant: {e}");
+        EXIT_CONFIG
+    })?;
+    telemetry::init(settings.log_format, &settings.log_level);
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot start", e))?;
+    db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let key = settings.agent_api_key.clone();
+    let app = Application::build(settings, shutdown)
+        .await
+        .map_err(|e| fail("cannot start", e))?;
+    print_demo_banner(app.local_addr(), &key);
+    app.run_until_stopped().await.map_err(|e| fail("server stopped", e))
+}
+
+async fn provision_demo_database() -> Result<String, u8> {
+    eprintln!("acp-merchant demo: DATABASE_URL is unset; provisioning a local PostgreSQL cluster...");
+    let admin = tokio::task::spawn_blocking(|| localdb::cluster_url("dev"))
+        .await
+        .map_err(|e| fail("cannot provision PostgreSQL", e))?
+        .map_err(|e| fail("cannot provision PostgreSQL", e))?;
+    localdb::ensure_database(&admin, DEMO_DATABASE)
+        .await
+        .map_err(|e| fail("cannot create the demo database", e))?;
+    Ok(localdb::with_database(&admin, DEMO_DATABASE))
+}
+
+fn print_demo_banner(addr: std::net::SocketAddr, key: &Secret) {
+    println!();
+    println!("ACP merchant demo is running on http://{addr}");
+    println!("  demo agent key (development only): {}", key.expose());
+    println!("  try:  curl -s http://{addr}/readyz");
+    println!("  stop: Ctrl-C");
+    println!();
+}

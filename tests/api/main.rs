@@ -1,0 +1,9 @@
+//! One integration-test binary (it links once): each module covers one area of the service.
+
+mod cli;
+mod demo;
+mod health;
+mod helpers;
+mod logging;
+mod readiness;
+mod shutdown;
