@@ -75,3 +75,23 @@ async fn unknown_routes_and_methods_get_acp_errors() {
     assert_eq!(body["type"], "invalid_request");
     assert_eq!(body["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn acp_request_helper_sends_every_agent_header() {
+    let app = spawn_app().await;
+    let request = app
+        .acp_post("/checkout_sessions", &serde_json::json!({}))
+        .build()
+        .unwrap();
+    let headers = request.headers();
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {}", crate::helpers::AGENT_KEY)
+    );
+    assert_eq!(headers["api-version"], crate::helpers::API_VERSION);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(!headers["idempotency-key"].is_empty());
+    assert!(!headers["request-id"].is_empty());
+    let get = app.acp_get("/checkout_sessions/x").build().unwrap();
+    assert!(get.headers().get("idempotency-key").is_none());
+}

@@ -172,9 +172,36 @@ pub struct TestApp {
     _database: TestDb,
 }
 
+/// The ACP version the lifecycle tests speak unless they say otherwise.
+pub const API_VERSION: &str = "2026-04-17";
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request carrying every header an ACP agent sends: bearer key, `API-Version`, `Request-Id`, and on
+    /// POST a fresh `Idempotency-Key` (override it with `.header(...)` to test replays).
+    pub fn acp(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method.clone(), self.url(path))
+            .bearer_auth(AGENT_KEY)
+            .header("API-Version", API_VERSION)
+            .header("Request-Id", format!("req_{}", Uuid::new_v4().simple()));
+        if method == reqwest::Method::POST {
+            request = request.header("Idempotency-Key", Uuid::new_v4().to_string());
+        }
+        request
+    }
+
+    /// POST `body` as JSON with all ACP headers.
+    pub fn acp_post(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.acp(reqwest::Method::POST, path).json(body)
+    }
+
+    pub fn acp_get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.acp(reqwest::Method::GET, path)
     }
 }
 
