@@ -5,5 +5,6 @@ mod demo;
 mod health;
 mod helpers;
 mod logging;
+mod official;
 mod readiness;
 mod shutdown;
