@@ -40,6 +40,15 @@ const KEYS: &[&str] = &[
     "allow_simulator_in_production",
     "allow_insecure_webhook_urls",
     "debug_routes",
+    "session_ttl_secs",
+    "expiry_sweep_interval_ms",
+    "ship_to_countries",
+    "shipping_standard_amount",
+    "shipping_express_amount",
+    "payment_merchant_id",
+    "terms_of_use_url",
+    "privacy_policy_url",
+    "return_policy_url",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -149,6 +158,15 @@ struct RawSettings {
     allow_simulator_in_production: bool,
     allow_insecure_webhook_urls: bool,
     debug_routes: bool,
+    session_ttl_secs: u64,
+    expiry_sweep_interval_ms: u64,
+    ship_to_countries: String,
+    shipping_standard_amount: u32,
+    shipping_express_amount: u32,
+    payment_merchant_id: String,
+    terms_of_use_url: String,
+    privacy_policy_url: String,
+    return_policy_url: String,
 }
 
 /// Validated settings. Construct with [`Settings::load`] (the process) or [`Settings::from_pairs`] (tests).
@@ -177,6 +195,14 @@ pub struct Settings {
     pub allow_simulator_in_production: bool,
     pub allow_insecure_webhook_urls: bool,
     pub debug_routes: bool,
+    pub session_ttl: Duration,
+    pub expiry_sweep_interval: Duration,
+    pub ship_to_countries: Vec<String>,
+    pub shipping_standard_amount: i64,
+    pub shipping_express_amount: i64,
+    pub payment_merchant_id: String,
+    /// (ACP link type, URL) pairs, in the order they are returned.
+    pub policy_links: Vec<(&'static str, Url)>,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -194,7 +220,13 @@ pub struct Sources {
 /// `serve`, `migrate` and `worker` are production unless told otherwise.
 pub const SERVE_DEFAULTS: &[(&str, &str)] = &[("env", "production")];
 /// The demo runs in development with the built-in simulator PSP.
-pub const DEMO_DEFAULTS: &[(&str, &str)] = &[("env", "development"), ("psp", "simulator")];
+pub const DEMO_DEFAULTS: &[(&str, &str)] = &[
+    ("env", "development"),
+    ("psp", "simulator"),
+    ("terms_of_use_url", "https://demo.trailhead.example/legal/terms"),
+    ("privacy_policy_url", "https://demo.trailhead.example/legal/privacy"),
+    ("return_policy_url", "https://demo.trailhead.example/legal/returns"),
+];
 
 impl Settings {
     /// Reads defaults, the optional file and the process environment, then validates.
@@ -297,6 +329,22 @@ impl RawSettings {
             check_positive(key, ms)?;
         }
         check_positive("max_body_bytes", self.max_body_bytes as u64)?;
+        check_positive("session_ttl_secs", self.session_ttl_secs)?;
+        check_positive("expiry_sweep_interval_ms", self.expiry_sweep_interval_ms)?;
+        let ship_to_countries = parse_countries(&self.ship_to_countries)?;
+        if self.payment_merchant_id.is_empty() || self.payment_merchant_id.len() > 256 {
+            return Err(ConfigError::new("payment_merchant_id", "must be 1 to 256 characters"));
+        }
+        let mut policy_links = Vec::new();
+        for (key, kind, value) in [
+            ("terms_of_use_url", "terms_of_use", &self.terms_of_use_url),
+            ("privacy_policy_url", "privacy_policy", &self.privacy_policy_url),
+            ("return_policy_url", "return_policy", &self.return_policy_url),
+        ] {
+            if !value.is_empty() {
+                policy_links.push((kind, parse_http_url(key, value)?));
+            }
+        }
         if self.psp == PspKind::Stripe && stripe_secret_key.is_none() {
             return Err(ConfigError::new(
                 "stripe_secret_key",
@@ -334,6 +382,13 @@ impl RawSettings {
             allow_simulator_in_production: self.allow_simulator_in_production,
             allow_insecure_webhook_urls: self.allow_insecure_webhook_urls,
             debug_routes: self.debug_routes,
+            session_ttl: Duration::from_secs(self.session_ttl_secs),
+            expiry_sweep_interval: Duration::from_millis(self.expiry_sweep_interval_ms),
+            ship_to_countries,
+            shipping_standard_amount: i64::from(self.shipping_standard_amount),
+            shipping_express_amount: i64::from(self.shipping_express_amount),
+            payment_merchant_id: self.payment_merchant_id,
+            policy_links,
         };
         if production {
             check_production(&settings)?;
@@ -476,6 +531,24 @@ fn parse_http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+fn parse_countries(value: &str) -> Result<Vec<String>, ConfigError> {
+    let countries: Vec<String> = value
+        .split(',')
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    match countries
+        .iter()
+        .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        Some(bad) => Err(ConfigError::new(
+            "ship_to_countries",
+            format!("`{bad}` is not an ISO 3166-1 alpha-2 code (expected e.g. US,CA)"),
+        )),
+        None => Ok(countries),
+    }
 }
 
 fn check_database_url(url: &Secret) -> Result<(), ConfigError> {

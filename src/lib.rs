@@ -9,10 +9,16 @@
 //! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
+pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod jsonpath;
 pub mod localdb;
+pub mod markdown;
+pub mod protocol;
+pub mod psp;
 pub mod startup;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use acp_merchant::{
+    catalog,
     config::{DEMO_DEFAULTS, SERVE_DEFAULTS, Secret, Settings, Sources},
     db, localdb,
     startup::{Application, cancel_on_signals},
@@ -38,9 +39,27 @@ enum Command {
         #[arg(long, env = "ACP_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// Catalog import and export in the ACP product feed format (JSON lines).
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
     /// Local demo: provision a private PostgreSQL when DATABASE_URL is unset, migrate and serve in development
     /// mode with the simulator PSP.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Upsert every feed Product in FILE (one JSON object per line), then apply merchant-only attributes.
+    Import {
+        file: PathBuf,
+        /// JSONL of merchant-only attributes keyed by variant id (stock, limits, tax category, weight, ...).
+        #[arg(long)]
+        attributes: Option<PathBuf>,
+    },
+    /// Write every product as a feed Product, one per line, to stdout.
+    Export,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +77,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(load(file, SERVE_DEFAULTS)?).await,
             Command::Migrate => migrate(load(file, SERVE_DEFAULTS)?).await,
             Command::Healthcheck { addr } => healthcheck(&addr).await,
+            Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Demo => demo(file).await,
         }
     });
@@ -103,6 +123,54 @@ async fn migrate(settings: Settings) -> Outcome {
     Ok(())
 }
 
+async fn catalog_command(settings: Settings, action: CatalogAction) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("catalog", e))?;
+    db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
+    match action {
+        CatalogAction::Import { file, attributes } => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).map_err(|e| fail(&format!("cannot read {}", path.display()), e))
+            };
+            let products = catalog::parse_products(&read(&file)?).map_err(|e| fail("invalid catalog", e))?;
+            let count = catalog::upsert_products(&pool, &products)
+                .await
+                .map_err(|e| fail("import failed", e))?;
+            eprintln!("imported {count} products");
+            if let Some(path) = attributes {
+                let records = catalog::parse_attributes(&read(&path)?).map_err(|e| fail("invalid attributes", e))?;
+                let n = catalog::apply_attributes(&pool, &records)
+                    .await
+                    .map_err(|e| fail("import failed", e))?;
+                eprintln!("applied attributes to {n} variants");
+            }
+        }
+        CatalogAction::Export => {
+            let text = catalog::export_jsonl(&pool)
+                .await
+                .map_err(|e| fail("export failed", e))?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// The demo catalog, embedded so `demo` works from any directory.
+const DEMO_CATALOG: &str = include_str!("../config/demo-catalog.jsonl");
+const DEMO_ATTRIBUTES: &str = include_str!("../config/demo-catalog.attributes.jsonl");
+
+async fn load_demo_catalog(pool: &sqlx::PgPool) -> Outcome {
+    let products = catalog::parse_products(DEMO_CATALOG).map_err(|e| fail("invalid demo catalog", e))?;
+    catalog::upsert_products(pool, &products)
+        .await
+        .map_err(|e| fail("cannot load demo catalog", e))?;
+    let records = catalog::parse_attributes(DEMO_ATTRIBUTES).map_err(|e| fail("invalid demo attributes", e))?;
+    catalog::apply_attributes(pool, &records)
+        .await
+        .map_err(|e| fail("cannot load demo catalog", e))?;
+    Ok(())
+}
+
 async fn healthcheck(addr: &str) -> Outcome {
     let Ok(mut addr) = addr.parse::<std::net::SocketAddr>() else {
         eprintln!("acp-merchant: configuration error: ACP_LISTEN_ADDR: `{addr}` is not an IP socket address");
@@ -143,6 +211,7 @@ async fn demo(file: Option<PathBuf>) -> Outcome {
     telemetry::init(settings.log_format, &settings.log_level);
     let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot start", e))?;
     db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
+    load_demo_catalog(&pool).await?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let key = settings.agent_api_key.clone();
@@ -169,7 +238,18 @@ fn print_demo_banner(addr: std::net::SocketAddr, key: &Secret) {
     println!();
     println!("ACP merchant demo is running on http://{addr}");
     println!("  demo agent key (development only): {}", key.expose());
-    println!("  try:  curl -s http://{addr}/readyz");
+    println!(
+        "  try:  curl -s http://{addr}/checkout_sessions -H 'Authorization: Bearer {}' \\",
+        key.expose()
+    );
+    println!(
+        "          -H 'API-Version: 2026-04-17' -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\"
+    );
+    println!("          -d '{{\"currency\":\"usd\",\"line_items\":[{{\"id\":\"var_trail_tee_m_blue\"}}]}}'");
+    println!(
+        "  full checkout walk-through: scripts/demo-checkout http://{addr} {}",
+        key.expose()
+    );
     println!("  stop: Ctrl-C");
     println!();
 }

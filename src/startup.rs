@@ -5,11 +5,83 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use serde_json::{Value, json};
+
 use crate::{
-    config::Settings,
+    checkout::{compute::ShopRules, service::Checkout},
+    config::{PspKind, Settings},
     db,
     http::{self, AppState},
+    protocol::WireContext,
+    psp::{Psp, simulator::Simulator},
 };
+
+/// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens).
+pub const CARD_HANDLER_ID: &str = "card_tokenized";
+
+fn card_handler(settings: &Settings) -> Value {
+    let environment = if settings.psp == PspKind::Simulator {
+        "sandbox"
+    } else {
+        "production"
+    };
+    json!({
+        "id": CARD_HANDLER_ID,
+        "name": "dev.acp.tokenized.card",
+        "display_name": "Credit Card",
+        "version": "2026-01-22",
+        "spec": "https://acp.dev/handlers/tokenized.card",
+        "requires_delegate_payment": true,
+        "requires_pci_compliance": false,
+        "psp": "stripe",
+        "config_schema": "https://acp.dev/schemas/handlers/tokenized.card/config.json",
+        "instrument_schemas": ["https://acp.dev/schemas/handlers/tokenized.card/instrument.json"],
+        "config": {
+            "merchant_id": settings.payment_merchant_id,
+            "psp": "stripe",
+            "accepted_brands": ["visa", "mastercard", "amex", "discover"],
+            "supports_3ds": true,
+            "environment": environment,
+        },
+        "display_order": 0,
+    })
+}
+
+fn wire_context(settings: &Settings) -> WireContext {
+    WireContext {
+        payment_handlers: vec![card_handler(settings)],
+        seller_interventions: vec!["3ds".to_owned()],
+        links: settings
+            .policy_links
+            .iter()
+            .map(|(kind, url)| json!({"type": kind, "url": url.as_str()}))
+            .collect(),
+        authentication_metadata: json!({
+            "acquirer_details": {
+                "acquirer_bin": "424242",
+                "acquirer_country": "US",
+                "acquirer_merchant_id": settings.payment_merchant_id.chars().take(35).collect::<String>(),
+                "merchant_name": "ACP Merchant",
+            },
+            "directory_server": "visa",
+        }),
+    }
+}
+
+/// Marks sessions whose TTL ran out as expired, every `every`, until shutdown.
+async fn sweep_expired_sessions(pool: sqlx::PgPool, every: std::time::Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match crate::checkout::service::sweep_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired checkout sessions"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,10 +110,30 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let simulator = (settings.psp == PspKind::Simulator).then(|| Simulator::new(db.clone()));
+        let psp = match &simulator {
+            Some(s) => Psp::Simulator(s.clone()),
+            None => Psp::Unavailable("the Stripe adapter is not available in this build yet"),
+        };
+        let checkout = Checkout {
+            rules: ShopRules {
+                ship_to_countries: settings.ship_to_countries.clone(),
+                shipping_standard_amount: settings.shipping_standard_amount,
+                shipping_express_amount: settings.shipping_express_amount,
+            },
+            session_ttl: chrono::Duration::from_std(settings.session_ttl).unwrap_or(chrono::Duration::hours(6)),
+            public_base_url: settings.public_base_url.to_string(),
+            psp,
+            handler_ids: vec![CARD_HANDLER_ID.to_owned()],
+        };
+        let wire = wire_context(&settings);
         let state = AppState {
             settings: Arc::new(settings),
             db,
             shutdown,
+            checkout: Arc::new(checkout),
+            wire: Arc::new(wire),
+            simulator,
         };
         Ok(Self { listener, state })
     }
@@ -68,6 +160,11 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        workers.spawn(sweep_expired_sessions(
+            state.db.clone(),
+            state.settings.expiry_sweep_interval,
+            shutdown.clone(),
+        ));
         let grace = state.settings.shutdown_timeout;
         let pool = state.db.clone();
         let app = http::router(state);

@@ -1,5 +1,8 @@
 //! HTTP surface: routes, shared state and the layers every request passes through.
 
+pub mod admin;
+pub mod checkout;
+pub mod extract;
 pub mod health;
 pub mod request_id;
 
@@ -15,7 +18,9 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, error::ApiError};
+use crate::{
+    checkout::service::Checkout, config::Settings, error::ApiError, protocol::WireContext, psp::simulator::Simulator,
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -24,12 +29,18 @@ pub struct AppState {
     pub db: PgPool,
     /// Fires when the process begins shutting down; long-running handlers and workers watch it.
     pub shutdown: CancellationToken,
+    pub checkout: Arc<Checkout>,
+    pub wire: Arc<WireContext>,
+    /// The payment simulator, when it is the configured PSP (for its admin release switch).
+    pub simulator: Option<Simulator>,
 }
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .merge(checkout::router())
+        .merge(admin::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use acp_merchant::{config::Settings, db::MIGRATOR, localdb, startup::Application};
+use acp_merchant::{catalog, config::Settings, db::MIGRATOR, localdb, startup::Application};
 use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -40,6 +40,8 @@ fn template_name() -> String {
         m.version.hash(&mut hasher);
         m.checksum.hash(&mut hasher);
     }
+    include_str!("../../config/demo-catalog.jsonl").hash(&mut hasher);
+    include_str!("../../config/demo-catalog.attributes.jsonl").hash(&mut hasher);
     format!("acp_tpl_{:016x}", hasher.finish())
 }
 
@@ -67,6 +69,7 @@ async fn template() -> &'static str {
                     .await
                     .expect("connect to template");
                 MIGRATOR.run(&pool).await.expect("migrate template");
+                load_demo_catalog(&pool).await;
                 pool.close().await;
                 exec(&mut admin, &format!("alter database {building} rename to {name}")).await;
             }
@@ -77,6 +80,19 @@ async fn template() -> &'static str {
             name
         })
         .await
+}
+
+/// Every test database starts with the demo catalog (the same files the demo command loads).
+async fn load_demo_catalog(pool: &PgPool) {
+    let products = catalog::parse_products(include_str!("../../config/demo-catalog.jsonl")).expect("demo catalog");
+    catalog::upsert_products(pool, &products)
+        .await
+        .expect("load demo catalog");
+    let attributes =
+        catalog::parse_attributes(include_str!("../../config/demo-catalog.attributes.jsonl")).expect("attributes");
+    catalog::apply_attributes(pool, &attributes)
+        .await
+        .expect("load demo attributes");
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
@@ -156,6 +172,8 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
         ("agent_api_key", AGENT_KEY),
         ("admin_token", "test_admin_token_0123456789abcdef"),
         ("migrate_on_start", "false"),
+        ("terms_of_use_url", "https://shop.example.com/legal/terms"),
+        ("return_policy_url", "https://shop.example.com/legal/returns"),
     ];
     pairs.extend_from_slice(overrides);
     Settings::from_pairs(&pairs).expect("valid test settings")
@@ -183,11 +201,17 @@ impl TestApp {
     /// A request carrying every header an ACP agent sends: bearer key, `API-Version`, `Request-Id`, and on
     /// POST a fresh `Idempotency-Key` (override it with `.header(...)` to test replays).
     pub fn acp(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.acp_as(method, path, AGENT_KEY, API_VERSION)
+    }
+
+    /// Like [`TestApp::acp`] with a chosen bearer key and `API-Version` (reqwest appends headers rather than
+    /// replacing them, so these cannot be overridden afterwards).
+    pub fn acp_as(&self, method: reqwest::Method, path: &str, key: &str, version: &str) -> reqwest::RequestBuilder {
         let mut request = self
             .client
             .request(method.clone(), self.url(path))
-            .bearer_auth(AGENT_KEY)
-            .header("API-Version", API_VERSION)
+            .bearer_auth(key)
+            .header("API-Version", version)
             .header("Request-Id", format!("req_{}", Uuid::new_v4().simple()));
         if method == reqwest::Method::POST {
             request = request.header("Idempotency-Key", Uuid::new_v4().to_string());

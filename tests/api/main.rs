@@ -1,9 +1,11 @@
 //! One integration-test binary (it links once): each module covers one area of the service.
 
+mod bad_input;
 mod cli;
 mod demo;
 mod health;
 mod helpers;
+mod lifecycle;
 mod logging;
 mod official;
 mod readiness;

@@ -1,0 +1,197 @@
+//! Extractors for the ACP endpoints, applied in the order DIGEST §2.3 suggests: auth → API-Version →
+//! Idempotency-Key presence → content type → body size → JSON syntax → typed parse.
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::{error::ApiError, jsonpath, protocol::SUPPORTED_VERSIONS};
+
+/// The id of the agent configured through the environment.
+pub const ENV_AGENT_ID: &str = "agent_default";
+
+/// An authenticated ACP request: who is calling, in which version.
+#[derive(Debug, Clone)]
+pub struct AcpCall {
+    pub agent_id: String,
+    pub version: &'static str,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Constant-time equality: the comparison time does not depend on where the strings differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+async fn agent_for(state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
+    if secrets_equal(key, state.settings.agent_api_key.expose()) {
+        return Ok(Some(ENV_AGENT_ID.to_owned()));
+    }
+    // Stored agents are looked up by the SHA-256 of the key: the key itself is never stored.
+    let digest = Sha256::digest(key.as_bytes()).to_vec();
+    let id = sqlx::query_scalar("select agent_id from agent where api_key_sha256 = $1 and disabled_at is null")
+        .bind(digest)
+        .fetch_optional(&state.db)
+        .await?;
+    Ok(id)
+}
+
+fn version_error(code: &'static str, message: String) -> ApiError {
+    let mut e = ApiError::new(StatusCode::BAD_REQUEST, code, message);
+    e.supported_versions = Some(SUPPORTED_VERSIONS.to_vec());
+    e
+}
+
+impl FromRequestParts<AppState> for AcpCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let agent_id = agent_for(state, key).await?.ok_or_else(ApiError::unauthorized)?;
+        let version = match parts.headers.get("api-version").map(|v| v.to_str()) {
+            None => {
+                return Err(version_error(
+                    "missing_api_version",
+                    "The API-Version header is required".into(),
+                ));
+            }
+            Some(Ok(v)) => SUPPORTED_VERSIONS
+                .iter()
+                .copied()
+                .find(|s| *s == v.trim())
+                .ok_or_else(|| {
+                    version_error(
+                        "unsupported_api_version",
+                        format!("API version '{}' is not supported", v.trim()),
+                    )
+                })?,
+            Some(Err(_)) => {
+                return Err(version_error(
+                    "unsupported_api_version",
+                    "API-Version is not readable text".into(),
+                ));
+            }
+        };
+        if parts.method == Method::POST && !parts.headers.contains_key("idempotency-key") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "Idempotency-Key header is required on all POST requests",
+            ));
+        }
+        Ok(Self { agent_id, version })
+    }
+}
+
+/// A JSON request body parsed into `T`, with ACP errors for every way it can be wrong. `T` is parsed from an
+/// already-valid JSON value so that syntax errors (`invalid_json`) and schema errors (`missing` / `invalid`
+/// with a JSONPath `param`) stay distinct.
+pub struct AcpJson<T>(pub T);
+
+/// Reads the body as JSON: `Ok(None)` for an empty body.
+pub async fn read_json(request: Request, limit: usize) -> Result<Option<serde_json::Value>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    let body: Body = request.into_body();
+    let bytes = to_bytes(body, limit).await.map_err(|_| too_large())?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if is_json != Some(true) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Request bodies must be sent as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("The request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// Parses a JSON value into `T`, mapping serde's complaint to `missing` / `invalid` with a JSONPath.
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "The request body must be a JSON object",
+        )
+        .with_param("$"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let base = jsonpath::from_serde_path(e.path());
+        let message = e.inner().to_string();
+        match missing_field(&message) {
+            Some(field) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing",
+                format!("Missing required field '{field}'"),
+            )
+            .with_param(jsonpath::member(&base, field)),
+            None => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("Invalid value: {message}")).with_param(base)
+            }
+        }
+    })
+}
+
+/// serde reports a missing field as "missing field `name`".
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AcpJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = read_json(request, state.settings.max_body_bytes)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON request body is required").with_param("$")
+            })?;
+        parse_value(value).map(AcpJson)
+    }
+}

@@ -1,0 +1,396 @@
+//! ACP 2026-04-17 on the wire: request bodies parsed into the canonical inputs, sessions rendered from the
+//! canonical model. Tolerant reader (documented deviations only), strict writer.
+//!
+//! Deviations from the official request schema, all deliberate (see README, "Requests"):
+//! - request items may carry `quantity` (integer 1..=99 999, default 1), as the RFC and examples send it;
+//! - `capabilities` may be absent on create (an agent declaring nothing);
+//! - `items` is accepted as an alias of `line_items`, `phone` of `phone_number` (DIGEST §14 items 2, 20);
+//! - unknown fields are ignored and never echoed.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{WireContext, double_option};
+use crate::checkout::{
+    model::{
+        Address, Buyer, FulfillmentDetails, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind,
+        RequestedItem, SelectedOption, Session, Status, Total,
+    },
+    service::{AuthenticationOutcome, CompleteInput, CreateInput, UpdateInput},
+};
+
+pub const VERSION: &str = "2026-04-17";
+
+/// Largest quantity one line may request: far above any real order, and small enough that money arithmetic
+/// cannot overflow.
+pub const MAX_QUANTITY: i64 = 99_999;
+
+/// A request problem the HTTP layer turns into a 400 with `param`.
+#[derive(Debug)]
+pub struct WireError {
+    pub code: &'static str,
+    pub param: String,
+    pub message: String,
+}
+
+fn invalid(param: impl Into<String>, message: impl Into<String>) -> WireError {
+    WireError {
+        code: "invalid",
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ItemIn {
+    pub id: String,
+    #[serde(default)]
+    pub quantity: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InterventionsIn {
+    #[serde(default)]
+    pub supported: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CapabilitiesIn {
+    #[serde(default)]
+    pub interventions: Option<InterventionsIn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SelectedIn {
+    #[serde(rename = "type")]
+    pub kind: FulfillmentKind,
+    pub option_id: String,
+    pub item_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    #[serde(alias = "items")]
+    pub line_items: Vec<ItemIn>,
+    pub currency: String,
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesIn>,
+    #[serde(default)]
+    pub buyer: Option<Buyer>,
+    #[serde(default)]
+    pub fulfillment_details: Option<FulfillmentDetails>,
+    #[serde(default)]
+    pub order_notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateRequest {
+    #[serde(default, alias = "items")]
+    pub line_items: Option<Vec<ItemIn>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub buyer: Option<Option<Buyer>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub fulfillment_details: Option<Option<FulfillmentDetails>>,
+    #[serde(default)]
+    pub selected_fulfillment_options: Option<Vec<SelectedIn>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub order_notes: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CredentialIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstrumentIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub credential: CredentialIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PaymentDataIn {
+    pub handler_id: String,
+    pub instrument: InstrumentIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuthenticationResultIn {
+    pub outcome: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompleteRequest {
+    pub payment_data: PaymentDataIn,
+    #[serde(default)]
+    pub buyer: Option<Buyer>,
+    #[serde(default)]
+    pub authentication_result: Option<AuthenticationResultIn>,
+    #[serde(default)]
+    pub order_notes: Option<String>,
+}
+
+fn items(items: Vec<ItemIn>) -> Result<Vec<RequestedItem>, WireError> {
+    if items.is_empty() {
+        return Err(invalid("$.line_items", "line_items must contain at least one item"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let quantity = item.quantity.unwrap_or(1);
+            if !(1..=MAX_QUANTITY).contains(&quantity) {
+                return Err(invalid(
+                    format!("$.line_items[{i}].quantity"),
+                    format!("quantity must be an integer from 1 to {MAX_QUANTITY}"),
+                ));
+            }
+            if item.id.is_empty() {
+                return Err(invalid(format!("$.line_items[{i}].id"), "item id must not be empty"));
+            }
+            Ok(RequestedItem {
+                item_id: item.id,
+                quantity: quantity as u32,
+            })
+        })
+        .collect()
+}
+
+fn check_currency(currency: &str) -> Result<(), WireError> {
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(())
+    } else {
+        Err(invalid("$.currency", "currency must be a three-letter ISO 4217 code"))
+    }
+}
+
+fn check_address(address: &Address, at: &str) -> Result<(), WireError> {
+    if address.country.len() != 2 || !address.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            format!("{at}.country"),
+            "country must be an ISO 3166-1 alpha-2 code such as US",
+        ));
+    }
+    Ok(())
+}
+
+fn check_details(details: &FulfillmentDetails) -> Result<(), WireError> {
+    match &details.address {
+        Some(a) => check_address(a, "$.fulfillment_details.address"),
+        None => Ok(()),
+    }
+}
+
+impl CreateRequest {
+    pub fn into_input(self) -> Result<CreateInput, WireError> {
+        check_currency(&self.currency)?;
+        if let Some(d) = &self.fulfillment_details {
+            check_details(d)?;
+        }
+        Ok(CreateInput {
+            items: items(self.line_items)?,
+            currency: self.currency,
+            buyer: self.buyer,
+            fulfillment_details: self.fulfillment_details,
+            agent_interventions: self
+                .capabilities
+                .and_then(|c| c.interventions)
+                .map(|i| i.supported)
+                .unwrap_or_default(),
+            order_notes: self.order_notes,
+        })
+    }
+}
+
+impl UpdateRequest {
+    pub fn into_input(self) -> Result<UpdateInput, WireError> {
+        if let Some(Some(d)) = &self.fulfillment_details {
+            check_details(d)?;
+        }
+        Ok(UpdateInput {
+            items: self.line_items.map(items).transpose()?,
+            buyer: self.buyer,
+            fulfillment_details: self.fulfillment_details,
+            selection: self.selected_fulfillment_options.map(|s| {
+                s.into_iter()
+                    .map(|o| SelectedOption {
+                        kind: o.kind,
+                        option_id: o.option_id,
+                        item_ids: o.item_ids,
+                    })
+                    .collect()
+            }),
+            order_notes: self.order_notes,
+        })
+    }
+}
+
+impl CompleteRequest {
+    pub fn into_input(self) -> Result<CompleteInput, WireError> {
+        let credential = &self.payment_data.instrument.credential;
+        if credential.kind != "spt" {
+            return Err(invalid(
+                "$.payment_data.instrument.credential.type",
+                "only Shared Payment Token credentials (type spt) are accepted",
+            ));
+        }
+        let authentication = match self.authentication_result.as_ref().map(|a| a.outcome.as_str()) {
+            None => None,
+            Some("authenticated" | "attempt_acknowledged") => Some(AuthenticationOutcome::Authenticated),
+            Some(
+                "abandoned" | "canceled" | "denied" | "informational" | "internal_error" | "not_supported"
+                | "processing_error" | "rejected",
+            ) => Some(AuthenticationOutcome::Failed),
+            Some(other) => {
+                return Err(invalid(
+                    "$.authentication_result.outcome",
+                    format!("unknown authentication outcome '{other}'"),
+                ));
+            }
+        };
+        Ok(CompleteInput {
+            handler_id: self.payment_data.handler_id,
+            token: self.payment_data.instrument.credential.token,
+            buyer: self.buyer,
+            authentication,
+            order_notes: self.order_notes,
+        })
+    }
+}
+
+fn totals(totals: &[Total]) -> Vec<Value> {
+    totals
+        .iter()
+        .map(|t| json!({"type": t.kind, "display_text": t.display_text, "amount": t.amount}))
+        .collect()
+}
+
+fn line(l: &Line) -> Value {
+    let mut v = json!({
+        "id": l.id,
+        "item": {"id": l.item_id},
+        "quantity": l.quantity,
+        "name": l.name,
+        "unit_amount": l.unit_amount,
+        "product_id": l.product_id,
+        "totals": totals(&l.totals),
+    });
+    if let Some(d) = &l.description {
+        v["description"] = json!(d);
+    }
+    if let Some(img) = &l.image_url {
+        v["images"] = json!([img]);
+    }
+    if !l.disclosures.is_empty() {
+        v["disclosures"] = l
+            .disclosures
+            .iter()
+            .map(|d| json!({"type": "disclaimer", "content_type": d.content_type, "content": d.content}))
+            .collect();
+    }
+    if let Some(q) = l.available_quantity {
+        v["available_quantity"] = json!(q);
+    }
+    if let Some(m) = l.max_quantity_per_order {
+        v["max_quantity_per_order"] = json!(m);
+    }
+    v
+}
+
+fn fulfillment_option(o: &FulfillmentOption) -> Value {
+    let label = if o.kind == FulfillmentKind::Shipping {
+        "Shipping"
+    } else {
+        "Delivery"
+    };
+    let mut v = json!({
+        "type": o.kind,
+        "id": o.id,
+        "title": o.title,
+        "totals": [{"type": "total", "display_text": label, "amount": o.amount}],
+    });
+    if let Some(d) = &o.description {
+        v["description"] = json!(d);
+    }
+    if let Some(c) = &o.carrier {
+        v["carrier"] = json!(c);
+    }
+    if let Some(t) = o.earliest_delivery_time {
+        v["earliest_delivery_time"] = json!(t.to_rfc3339());
+    }
+    if let Some(t) = o.latest_delivery_time {
+        v["latest_delivery_time"] = json!(t.to_rfc3339());
+    }
+    v
+}
+
+fn message(m: &Message) -> Value {
+    let kind = match m.kind {
+        MessageKind::Info => "info",
+        MessageKind::Warning => "warning",
+        MessageKind::Error => "error",
+    };
+    let mut v = json!({"type": kind, "content_type": "plain", "content": m.content});
+    for (key, value) in [("code", &m.code), ("param", &m.param), ("resolution", &m.resolution)] {
+        if let Some(value) = value {
+            v[key] = json!(value);
+        }
+    }
+    v
+}
+
+/// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed).
+pub fn render(s: &Session, ctx: &WireContext) -> Value {
+    let supported: Vec<&str> = ctx
+        .seller_interventions
+        .iter()
+        .map(String::as_str)
+        .filter(|i| s.agent_interventions.iter().any(|a| a == i))
+        .collect();
+    let mut v = json!({
+        "id": s.id,
+        "protocol": {"version": VERSION},
+        "capabilities": {
+            "payment": {"handlers": ctx.payment_handlers},
+            "interventions": {"supported": supported, "required": [], "enforcement": "conditional"},
+        },
+        "status": s.status.as_str(),
+        "currency": s.currency,
+        "line_items": s.computed.lines.iter().map(line).collect::<Vec<_>>(),
+        "fulfillment_options": s.computed.fulfillment_options.iter().map(fulfillment_option).collect::<Vec<_>>(),
+        "totals": totals(&s.computed.totals),
+        "messages": s.computed.messages.iter().map(message).collect::<Vec<_>>(),
+        "links": ctx.links,
+        "created_at": s.created_at.to_rfc3339(),
+        "updated_at": s.updated_at.to_rfc3339(),
+        "expires_at": s.expires_at.to_rfc3339(),
+    });
+    if !s.computed.selected.is_empty() {
+        v["selected_fulfillment_options"] = s
+            .computed
+            .selected
+            .iter()
+            .map(|o| json!({"type": o.kind, "option_id": o.option_id, "item_ids": o.item_ids}))
+            .collect();
+    }
+    if let Some(b) = &s.buyer {
+        v["buyer"] = json!(b);
+    }
+    if let Some(d) = &s.fulfillment_details {
+        v["fulfillment_details"] = json!(d);
+    }
+    if s.status == Status::AuthenticationRequired {
+        v["authentication_metadata"] = ctx.authentication_metadata.clone();
+    }
+    if let Some(order) = &s.order {
+        v["order"] = json!({
+            "id": order.id,
+            "checkout_session_id": s.id,
+            "permalink_url": order.permalink_url,
+        });
+    }
+    v
+}

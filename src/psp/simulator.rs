@@ -1,0 +1,130 @@
+//! The built-in payment simulator, for development and tests. It behaves like an external PSP that outlives a
+//! merchant crash: every charge is committed to its own table (`simulator_charge`) under the PSP idempotency
+//! key before it answers, and a repeated key gets the recorded charge back.
+//!
+//! Test tokens (any other `spt_…` token succeeds):
+//! | token | behaviour |
+//! |---|---|
+//! | `spt_sim_decline` | declined, `card_declined` |
+//! | `spt_sim_insufficient_funds` | declined, `insufficient_funds` |
+//! | `spt_sim_3ds` | requires 3-D Secure authentication (succeeds once an authentication result is sent) |
+//! | `spt_sim_hold` | commits the charge, then blocks before answering until released (admin) or the process dies |
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use super::{ChargeOutcome, ChargeRequest, PspError};
+
+#[derive(Clone)]
+pub struct Simulator {
+    pool: PgPool,
+    release: Arc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    Ok,
+    Decline,
+    InsufficientFunds,
+    ThreeDs,
+    Hold,
+}
+
+impl TokenKind {
+    fn of(token: &str) -> Self {
+        match token {
+            "spt_sim_decline" => Self::Decline,
+            "spt_sim_insufficient_funds" => Self::InsufficientFunds,
+            "spt_sim_3ds" => Self::ThreeDs,
+            "spt_sim_hold" => Self::Hold,
+            _ => Self::Ok,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Decline => "decline",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::ThreeDs => "3ds",
+            Self::Hold => "hold",
+        }
+    }
+}
+
+impl Simulator {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            release: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Lets every charge blocked on the hold token answer.
+    pub fn release_held(&self) {
+        self.release.notify_waiters();
+    }
+
+    pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
+        let kind = TokenKind::of(&request.token);
+        let (status, outcome) = match kind {
+            TokenKind::Decline => ("declined", declined("card_declined", "The card was declined.")),
+            TokenKind::InsufficientFunds => (
+                "declined",
+                declined("insufficient_funds", "The card has insufficient funds."),
+            ),
+            TokenKind::ThreeDs if !request.authenticated => ("requires_action", ChargeOutcome::RequiresAuthentication),
+            TokenKind::Ok | TokenKind::Hold | TokenKind::ThreeDs => (
+                "succeeded",
+                ChargeOutcome::Succeeded {
+                    charge_id: String::new(),
+                },
+            ),
+        };
+        let charge_id = format!("sim_ch_{}", uuid::Uuid::now_v7().simple());
+        // The ledger row commits before we answer, like a PSP that charged and then lost the connection.
+        let recorded: (String, String) = sqlx::query_as(
+            "insert into simulator_charge (psp_idempotency_key, charge_id, checkout_session_id, amount, currency,
+                                           token_kind, status)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             on conflict (psp_idempotency_key) do update set updated_at = simulator_charge.updated_at
+             returning charge_id, status",
+        )
+        .bind(&request.idempotency_key)
+        .bind(&charge_id)
+        .bind(&request.checkout_session_id)
+        .bind(request.amount)
+        .bind(&request.currency)
+        .bind(kind.name())
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        if kind == TokenKind::Hold {
+            self.release.notified().await;
+        }
+        Ok(match outcome {
+            ChargeOutcome::Succeeded { .. } if recorded.1 == "succeeded" => {
+                ChargeOutcome::Succeeded { charge_id: recorded.0 }
+            }
+            ChargeOutcome::Succeeded { .. } => declined("charge_voided", "The earlier charge was voided."),
+            other => other,
+        })
+    }
+
+    pub async fn void(&self, charge_id: &str) -> Result<(), PspError> {
+        sqlx::query("update simulator_charge set status = 'voided', updated_at = now() where charge_id = $1")
+            .bind(charge_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn declined(code: &str, message: &str) -> ChargeOutcome {
+    ChargeOutcome::Declined {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
