@@ -302,7 +302,13 @@ pub fn assert_valid_session(version: &str, value: &Value) {
                     .err()
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|e| format!("/order{e}")),
+                    // "/: msg" (root of `order`) -> "/order: msg"; "/id: msg" -> "/order/id: msg".
+                    .map(|e| {
+                        format!(
+                            "/order{}",
+                            e.strip_prefix("/:").map_or(e.clone(), |rest| format!(":{rest}"))
+                        )
+                    }),
             );
         }
     } else {
@@ -488,7 +494,16 @@ mod tests {
         assert_valid_session("2025-09-29", &done);
         let mut bad_order = done.clone();
         bad_order["order"].as_object_mut().unwrap().remove("permalink_url");
-        assert!(std::panic::catch_unwind(|| assert_valid_session("2025-09-29", &bad_order)).is_err());
+        let errors = s
+            .validate("Order", &bad_order["order"])
+            .expect_err("permalink_url is required");
+        assert!(errors.iter().any(|e| e.contains("permalink_url")), "{errors:?}");
+        let panic = std::panic::catch_unwind(|| assert_valid_session("2025-09-29", &bad_order)).expect_err("must fail");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("/order: \"permalink_url\" is a required property"),
+            "{message}"
+        );
         // That version's official completed example carries no `order`, so it is optional there.
         assert_valid_session("2025-09-29", &minimal_session("2025-09-29", "completed"));
         assert_valid_session("2025-09-29", &minimal_session("2025-09-29", "ready_for_payment"));
