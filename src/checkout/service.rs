@@ -299,7 +299,6 @@ impl Checkout {
         &self,
         conn: &mut PgConnection,
         session_id: &str,
-        charge: &ChargeRequest,
         outcome: Result<ChargeOutcome, PspError>,
     ) -> Result<Session, CheckoutError> {
         let mut session = load_any(conn, session_id).await?;
@@ -343,7 +342,6 @@ impl Checkout {
                     Status::ReadyForPayment
                 };
                 save(conn, &session).await?;
-                let _ = charge;
                 Err(CheckoutError::Psp(e))
             }
         }

@@ -8,7 +8,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde_json::Value;
 
 use super::{
     AppState,
@@ -161,10 +160,7 @@ async fn complete(
         "psp charge answered"
     );
     let mut tx = state.db.begin().await?;
-    let session = state
-        .checkout
-        .finish_complete(&mut tx, &session.id, &charge, outcome)
-        .await;
+    let session = state.checkout.finish_complete(&mut tx, &session.id, outcome).await;
     tx.commit().await?;
     let session = session?;
     Ok(respond(&state, StatusCode::OK, &session))
@@ -203,9 +199,4 @@ fn not_payable(state: &AppState, session: &Session) -> Result<Response, ApiError
         }
     };
     Err(error)
-}
-
-/// Renders `value` for tests and tools that need the body without HTTP.
-pub fn render_for(state: &AppState, session: &Session) -> Value {
-    wire::render(session, &state.wire)
 }
