@@ -10,7 +10,10 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppState, extract::secrets_equal};
+use super::{
+    AppState,
+    extract::{parse_value, read_json, secrets_equal},
+};
 use crate::{
     catalog::{self, CatalogError},
     error::ApiError,
@@ -21,6 +24,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/catalog/import", post(import))
         .route("/admin/catalog/attributes", post(attributes))
         .route("/admin/catalog/export", get(export))
+        .route("/admin/simulator/release", post(release_simulator))
+        .route("/admin/agents", get(list_agents).post(create_agent))
+        .route("/admin/agents/{id}", axum::routing::delete(disable_agent))
 }
 
 /// Proof that the caller holds the admin token. With no token configured the admin API is closed.
@@ -88,4 +94,114 @@ async fn attributes(State(state): State<AppState>, _: Admin, request: Request) -
 async fn export(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let body = catalog::export_jsonl(&state.db).await?;
     Ok(([(header::CONTENT_TYPE, "application/jsonl")], body).into_response())
+}
+
+/// Lets every simulator charge held by the `spt_sim_hold` token answer (development and tests).
+async fn release_simulator(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let simulator = state
+        .simulator
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("The payment simulator is not the configured PSP"))?;
+    simulator.release_held();
+    Ok(Json(json!({"released": true})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct AgentIn {
+    name: String,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_secret: Option<String>,
+}
+
+fn bad(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
+}
+
+/// Webhook URLs follow the same rule as ACP_AGENT_WEBHOOK_URL: https and not an internal host in production,
+/// unless ACP_ALLOW_INSECURE_WEBHOOK_URLS says otherwise.
+fn check_webhook_url(state: &AppState, raw: &str) -> Result<(), ApiError> {
+    let url = url::Url::parse(raw).map_err(|_| bad("$.webhook_url", "webhook_url is not a URL"))?;
+    let relaxed = !state.settings.is_production() || state.settings.allow_insecure_webhook_urls;
+    let scheme_ok = url.scheme() == "https" || (relaxed && url.scheme() == "http");
+    if !scheme_ok || url.host().is_none() {
+        return Err(bad("$.webhook_url", "webhook_url must be an https URL"));
+    }
+    if !relaxed && crate::config::host_is_internal(&url) {
+        return Err(bad(
+            "$.webhook_url",
+            "webhook_url must not point at a loopback, private or link-local host",
+        ));
+    }
+    Ok(())
+}
+
+/// Registers an agent and returns its API key, the only time the key is ever shown (only its SHA-256 is kept).
+async fn create_agent(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
+    let body = read_json(request, state.settings.max_body_bytes)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let input: AgentIn = parse_value(body)?;
+    let name = input.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(bad("$.name", "name must be 1 to 200 characters"));
+    }
+    if let Some(url) = &input.webhook_url {
+        check_webhook_url(&state, url)?;
+    }
+    let agent_id = format!("agent_{}", uuid::Uuid::now_v7().simple());
+    let api_key = format!(
+        "acp_ak_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(api_key.as_bytes()).to_vec();
+    sqlx::query(
+        "insert into agent (agent_id, name, api_key_sha256, webhook_url, webhook_secret) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(&agent_id)
+    .bind(name)
+    .bind(digest)
+    .bind(&input.webhook_url)
+    .bind(&input.webhook_secret)
+    .execute(&state.db)
+    .await?;
+    tracing::info!(%agent_id, "agent registered");
+    let body = json!({"agent_id": agent_id, "name": name, "webhook_url": input.webhook_url, "api_key": api_key});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct AgentOut {
+    agent_id: String,
+    name: String,
+    webhook_url: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    disabled_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn list_agents(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let agents: Vec<AgentOut> = sqlx::query_as(
+        "select agent_id, name, webhook_url, created_at, disabled_at from agent order by created_at, agent_id",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(json!({"agents": agents})).into_response())
+}
+
+/// Disables an agent: its key stops working at once; its sessions and orders stay.
+async fn disable_agent(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let updated = sqlx::query("update agent set disabled_at = coalesce(disabled_at, now()) where agent_id = $1")
+        .bind(&id)
+        .execute(&state.db)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("No such agent"));
+    }
+    Ok(Json(json!({"agent_id": id, "disabled": true})).into_response())
 }

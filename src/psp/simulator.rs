@@ -84,6 +84,10 @@ impl Simulator {
             ),
         };
         let charge_id = format!("sim_ch_{}", uuid::Uuid::now_v7().simple());
+        // Register for the release before the charge commits, so a release right after the commit is not lost.
+        let released = self.release.notified();
+        let mut released = std::pin::pin!(released);
+        released.as_mut().enable();
         // The ledger row commits before we answer, like a PSP that charged and then lost the connection.
         let recorded: (String, String) = sqlx::query_as(
             "insert into simulator_charge (psp_idempotency_key, charge_id, checkout_session_id, amount, currency,
@@ -102,7 +106,7 @@ impl Simulator {
         .fetch_one(&self.pool)
         .await?;
         if kind == TokenKind::Hold {
-            self.release.notified().await;
+            released.await;
         }
         Ok(match outcome {
             ChargeOutcome::Succeeded { .. } if recorded.1 == "succeeded" => {

@@ -162,3 +162,50 @@ async fn healthcheck_reflects_whether_the_server_answers() {
     let (code, _) = run(&["healthcheck", "--addr", &closed], &[]).await;
     assert_eq!(code, Some(1));
 }
+
+#[tokio::test]
+async fn catalog_import_and_export_from_the_command_line() {
+    let db = TestDb::empty().await;
+    let mut env = production_env(&db.url);
+    env.push(("ACP_ALLOW_SIMULATOR_IN_PRODUCTION", "true"));
+    let (code, stderr) = run(
+        &[
+            "catalog",
+            "import",
+            "config/demo-catalog.jsonl",
+            "--attributes",
+            "config/demo-catalog.attributes.jsonl",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("imported 12 products"), "{stderr}");
+    let pool = db.pool().await;
+    let limit: Option<i32> =
+        sqlx::query_scalar("select max_quantity_per_order from variant where variant_id = 'var_headlamp_pro'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(limit, Some(2));
+
+    let output = binary(&["catalog", "export"], &env).output().await.unwrap();
+    assert!(output.status.success());
+    let exported: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let original: Vec<serde_json::Value> = include_str!("../../config/demo-catalog.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), original.len());
+    for product in &original {
+        assert!(exported.contains(product), "export lost or changed {}", product["id"]);
+    }
+
+    let (code, stderr) = run(&["catalog", "import", "/nonexistent.jsonl"], &env).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}

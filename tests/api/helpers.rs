@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_acp-merchant");
 pub const AGENT_KEY: &str = "test_agent_key_0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdef";
 
 /// URL of the test cluster's maintenance database. `ACP_TEST_DATABASE_URL` points the suite at an existing
 /// server; otherwise the private `test` cluster is provisioned (once per machine, under a lock).
@@ -170,7 +171,7 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
         ("database_url", database_url),
         ("listen_addr", "127.0.0.1:0"),
         ("agent_api_key", AGENT_KEY),
-        ("admin_token", "test_admin_token_0123456789abcdef"),
+        ("admin_token", ADMIN_TOKEN),
         ("migrate_on_start", "false"),
         ("terms_of_use_url", "https://shop.example.com/legal/terms"),
         ("return_policy_url", "https://shop.example.com/legal/returns"),

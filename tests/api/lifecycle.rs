@@ -628,3 +628,60 @@ async fn unknown_payment_handler_is_refused_with_its_param() {
         .unwrap();
     error(r, StatusCode::BAD_REQUEST, "invalid", Some("$.payment_data.handler_id")).await;
 }
+
+#[tokio::test]
+async fn a_session_being_paid_refuses_changes_until_the_psp_answers() {
+    let app = spawn_app().await;
+    let created = create(&app, json!([{"id": TEE}])).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let paying = tokio::spawn(
+        app.acp_post(&format!("/checkout_sessions/{id}/complete"), &payment("spt_sim_hold"))
+            .send(),
+    );
+    let held = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        count(&app, "simulator_charge").await == 1
+    })
+    .await;
+    assert!(held, "the simulator recorded the held charge");
+
+    let got = session(
+        app.acp_get(&format!("/checkout_sessions/{id}")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["status"], "complete_in_progress");
+    let r = app
+        .acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"line_items": [{"id": TEE}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    error(r, StatusCode::CONFLICT, "invalid_state", None).await;
+    let r = app
+        .acp_post(&format!("/checkout_sessions/{id}/complete"), &payment("spt_sim_ok"))
+        .send()
+        .await
+        .unwrap();
+    error(r, StatusCode::CONFLICT, "invalid_state", None).await;
+    let r = app
+        .acp_post(&format!("/checkout_sessions/{id}/cancel"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    error(r, StatusCode::METHOD_NOT_ALLOWED, "invalid_state", None).await;
+
+    let released = app
+        .client
+        .post(app.url("/admin/simulator/release"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), StatusCode::OK);
+    let completed = session(paying.await.unwrap().unwrap(), StatusCode::OK).await;
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(count(&app, "simulator_charge").await, 1);
+    assert_eq!(count(&app, "merchant_order").await, 1);
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once): each module covers one area of the service.
 
+mod admin;
 mod bad_input;
 mod cli;
 mod conformance;
