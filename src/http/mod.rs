@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi/2026-04-17.json", get(openapi_2026_04_17))
         .merge(checkout::router())
         .merge(admin::router());
     if state.settings.debug_routes {
@@ -50,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn(request_id::trace_requests))
         .with_state(state)
+}
+
+/// The project's own description of what it serves for 2026-04-17 (no auth: it is documentation).
+async fn openapi_2026_04_17() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../openapi/2026-04-17.json"),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -40,6 +40,7 @@ pub async fn session(response: Response, expected: StatusCode) -> Value {
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(status, expected, "unexpected status; body: {body:#}");
     assert_valid_session(API_VERSION, &body);
+    crate::own_openapi::assert_matches_our_doc("CheckoutSession", &body);
     body
 }
 
@@ -49,6 +50,7 @@ pub async fn error(response: Response, status: StatusCode, code: &str, param: Op
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(actual, status, "unexpected status; body: {body:#}");
     assert_valid(API_VERSION, "Error", &body);
+    crate::own_openapi::assert_matches_our_doc("Error", &body);
     assert_eq!(body["code"], code, "{body:#}");
     assert_eq!(
         body["type"],

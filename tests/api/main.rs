@@ -10,5 +10,6 @@ mod helpers;
 mod lifecycle;
 mod logging;
 mod official;
+mod own_openapi;
 mod readiness;
 mod shutdown;
