@@ -6,9 +6,9 @@
 //! | state \ call | update | get | complete | cancel |
 //! |---|---|---|---|---|
 //! | (no such session, or another agent's) | 404 `not_found` | 404 | 404 | 404 |
-//! | `not_ready_for_payment` | 200, recomputed | 200 | 400 `invalid_state` (param names what is missing) | 200 → `canceled` |
+//! | `not_ready_for_payment` | 200, recomputed | 200 | 400 with the blocking message's code (`out_of_stock`, …) or `missing` (param names what is missing) | 200 → `canceled` |
 //! | `ready_for_payment` | 200, recomputed (may fall back) | 200 | charge → 200 `completed` + order; declined → 200 `ready_for_payment` + `payment_declined`; 3DS → 200 `authentication_required` | 200 → `canceled` |
-//! | `authentication_required` | 200, recomputed | 200 | without `authentication_result` → 400 `requires_3ds`; with it → charge as above | 200 → `canceled` |
+//! | `authentication_required` | 200, recomputed (still owes 3-D Secure) | 200 (with `authentication_metadata`) | without `authentication_result` → 400 `requires_3ds`; authenticated → charge as above; failed → 200 + `payment_declined`, no charge | 200 → `canceled` |
 //! | `complete_in_progress` | 409 `invalid_state` | 200 | 409 `invalid_state` | 405 `invalid_state` |
 //! | `completed` | 400 `invalid_state` | 200 (with `order`) | 400 `invalid_state` | 405 `invalid_state` |
 //! | `canceled` | 400 `invalid_state` | 200 | 400 `invalid_state` | 405 `invalid_state` |

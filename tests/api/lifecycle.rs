@@ -687,3 +687,89 @@ async fn a_session_being_paid_refuses_changes_until_the_psp_answers() {
     assert_eq!(count(&app, "simulator_charge").await, 1);
     assert_eq!(count(&app, "merchant_order").await, 1);
 }
+
+#[tokio::test]
+async fn authentication_required_sessions_can_be_read_updated_and_canceled() {
+    let app = spawn_app().await;
+    let created = create(&app, json!([{"id": TEE}])).await;
+    let id = created["id"].as_str().unwrap();
+    let pending = session(
+        app.acp_post(&format!("/checkout_sessions/{id}/complete"), &payment("spt_sim_3ds"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(pending["status"], "authentication_required");
+
+    let got = session(
+        app.acp_get(&format!("/checkout_sessions/{id}")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["status"], "authentication_required");
+    assert!(
+        got["authentication_metadata"].is_object(),
+        "GET carries authentication_metadata"
+    );
+
+    let updated = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"line_items": [{"id": TEE, "quantity": 2}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        updated["status"], "authentication_required",
+        "3-D Secure is still owed after an update"
+    );
+    assert_eq!(updated["line_items"][0]["quantity"], 2);
+
+    let canceled = session(
+        app.acp_post(&format!("/checkout_sessions/{id}/cancel"), &json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(canceled["status"], "canceled");
+    assert!(canceled.get("authentication_metadata").is_none());
+    assert_eq!(count(&app, "merchant_order").await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_authentication_result_declines_without_charging() {
+    let app = spawn_app().await;
+    let created = create(&app, json!([{"id": TEE}])).await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/checkout_sessions/{id}/complete");
+    session(
+        app.acp_post(&path, &payment("spt_sim_3ds")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let mut body = payment("spt_sim_3ds");
+    body["authentication_result"] = json!({"outcome": "denied"});
+    let denied = session(app.acp_post(&path, &body).send().await.unwrap(), StatusCode::OK).await;
+    assert!(
+        denied["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["code"] == "payment_declined"),
+        "{denied:#}"
+    );
+    assert_eq!(count(&app, "merchant_order").await, 0);
+    let succeeded: i64 = sqlx::query_scalar("select count(*) from simulator_charge where status = 'succeeded'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(succeeded, 0);
+}
