@@ -49,6 +49,9 @@ const KEYS: &[&str] = &[
     "terms_of_use_url",
     "privacy_policy_url",
     "return_policy_url",
+    "idempotency_lease_ms",
+    "idempotency_retention_secs",
+    "idempotency_sweep_interval_ms",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -167,7 +170,13 @@ struct RawSettings {
     terms_of_use_url: String,
     privacy_policy_url: String,
     return_policy_url: String,
+    idempotency_lease_ms: u64,
+    idempotency_retention_secs: u64,
+    idempotency_sweep_interval_ms: u64,
 }
+
+/// ACP requires idempotency keys to be honoured for at least 24 hours.
+const MIN_PRODUCTION_RETENTION_SECS: u64 = 86_400;
 
 /// Validated settings. Construct with [`Settings::load`] (the process) or [`Settings::from_pairs`] (tests).
 #[derive(Debug, Clone)]
@@ -203,6 +212,9 @@ pub struct Settings {
     pub payment_merchant_id: String,
     /// (ACP link type, URL) pairs, in the order they are returned.
     pub policy_links: Vec<(&'static str, Url)>,
+    pub idempotency_lease: Duration,
+    pub idempotency_retention: Duration,
+    pub idempotency_sweep_interval: Duration,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -331,6 +343,15 @@ impl RawSettings {
         check_positive("max_body_bytes", self.max_body_bytes as u64)?;
         check_positive("session_ttl_secs", self.session_ttl_secs)?;
         check_positive("expiry_sweep_interval_ms", self.expiry_sweep_interval_ms)?;
+        check_positive("idempotency_lease_ms", self.idempotency_lease_ms)?;
+        check_positive("idempotency_retention_secs", self.idempotency_retention_secs)?;
+        check_positive("idempotency_sweep_interval_ms", self.idempotency_sweep_interval_ms)?;
+        if production && self.idempotency_retention_secs < MIN_PRODUCTION_RETENTION_SECS {
+            return Err(ConfigError::new(
+                "idempotency_retention_secs",
+                format!("ACP requires at least {MIN_PRODUCTION_RETENTION_SECS} seconds (24 h) in production"),
+            ));
+        }
         let ship_to_countries = parse_countries(&self.ship_to_countries)?;
         if self.payment_merchant_id.is_empty() || self.payment_merchant_id.len() > 256 {
             return Err(ConfigError::new("payment_merchant_id", "must be 1 to 256 characters"));
@@ -389,6 +410,9 @@ impl RawSettings {
             shipping_express_amount: i64::from(self.shipping_express_amount),
             payment_merchant_id: self.payment_merchant_id,
             policy_links,
+            idempotency_lease: Duration::from_millis(self.idempotency_lease_ms),
+            idempotency_retention: Duration::from_secs(self.idempotency_retention_secs),
+            idempotency_sweep_interval: Duration::from_millis(self.idempotency_sweep_interval_ms),
         };
         if production {
             check_production(&settings)?;
@@ -674,6 +698,13 @@ mod tests {
         assert_eq!(err.setting, "ACP_AGENT_API_KEY");
         let err = prod(&[("agent_api_key", DEMO_AGENT_API_KEY)]).unwrap_err();
         assert_eq!(err.setting, "ACP_AGENT_API_KEY");
+    }
+
+    #[test]
+    fn production_keeps_idempotency_keys_at_least_a_day() {
+        let err = prod(&[("idempotency_retention_secs", "3600")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_IDEMPOTENCY_RETENTION_SECS");
+        assert!(dev(&[("idempotency_retention_secs", "1")]).is_ok());
     }
 
     #[test]

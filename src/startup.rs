@@ -165,6 +165,11 @@ impl Application {
             state.settings.expiry_sweep_interval,
             shutdown.clone(),
         ));
+        workers.spawn(sweep_idempotency_keys(
+            state.db.clone(),
+            state.settings.idempotency_sweep_interval,
+            shutdown.clone(),
+        ));
         let grace = state.settings.shutdown_timeout;
         let pool = state.db.clone();
         let app = http::router(state);
@@ -222,4 +227,19 @@ pub fn cancel_on_signals(token: CancellationToken) {
         tracing::info!("shutdown signal received");
         token.cancel();
     });
+}
+
+/// Deletes idempotency records past their retention, every `every`, until shutdown.
+async fn sweep_idempotency_keys(pool: sqlx::PgPool, every: std::time::Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match crate::idempotency::sweep_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired idempotency keys swept"),
+            Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        }
+    }
 }

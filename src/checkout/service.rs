@@ -294,6 +294,33 @@ impl Checkout {
         Ok((session, Some(charge)))
     }
 
+    /// Phase 1 again, for a retry that finds the payment already attempted: no new reservation, just the same
+    /// charge (same PSP key) rebuilt from the session as phase 1 left it.
+    pub async fn resume_complete(
+        &self,
+        conn: &mut PgConnection,
+        agent_id: &str,
+        id: &str,
+        input: &CompleteInput,
+    ) -> Result<(Session, Option<ChargeRequest>), CheckoutError> {
+        let session = load(conn, agent_id, id, true).await?;
+        if session.status != Status::CompleteInProgress {
+            // Nothing to resume (for example the outcome was recorded by another path): show the session.
+            return Ok((session, None));
+        }
+        let authenticated = input.authentication == Some(AuthenticationOutcome::Authenticated);
+        let amount = session.computed.total();
+        let charge = ChargeRequest {
+            idempotency_key: psp::idempotency_key(&session.id, &input.token, amount, authenticated),
+            checkout_session_id: session.id.clone(),
+            amount,
+            currency: session.currency.clone(),
+            token: input.token.clone(),
+            authenticated,
+        };
+        Ok((session, Some(charge)))
+    }
+
     /// Phase 3 of complete, in a new transaction: record what the PSP said.
     pub async fn finish_complete(
         &self,

@@ -1,17 +1,18 @@
 //! The five ACP checkout endpoints. Handlers parse (wire adapter), run the use case in a transaction, render.
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{Path, Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 
 use super::{
     AppState,
     extract::{AcpCall, AcpJson, read_json},
+    idempotent::{self, MaybeIdempotency, into_response, json_response},
 };
 use crate::{
     checkout::{
@@ -19,15 +20,17 @@ use crate::{
         service::CheckoutError,
     },
     error::ApiError,
+    idempotency::{RecoveryPoint, StoredResponse},
     protocol::v2026_04_17::{self as wire, CompleteRequest, CreateRequest, UpdateRequest, WireError},
 };
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/checkout_sessions", post(create))
         .route("/checkout_sessions/{id}", get(fetch).post(update))
         .route("/checkout_sessions/{id}/complete", post(complete))
         .route("/checkout_sessions/{id}/cancel", post(cancel))
+        .layer(middleware::from_fn_with_state(state.clone(), idempotent::layer))
         .layer(middleware::from_fn(echo_idempotency_key))
 }
 
@@ -81,13 +84,25 @@ impl From<CheckoutError> for ApiError {
     }
 }
 
-fn respond(state: &AppState, status: StatusCode, session: &Session) -> Response {
-    (status, Json(wire::render(session, &state.wire))).into_response()
+fn rendered(state: &AppState, status: StatusCode, session: &Session) -> StoredResponse {
+    json_response(status, &wire::render(session, &state.wire))
+}
+
+/// Sends `response` after storing it as the idempotent answer in the same transaction as the business write.
+async fn commit_with(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    idem: &MaybeIdempotency,
+    response: StoredResponse,
+) -> Result<Response, ApiError> {
+    idem.finish(&mut tx, &response).await?;
+    tx.commit().await?;
+    Ok(into_response(response))
 }
 
 async fn create(
     State(state): State<AppState>,
     call: AcpCall,
+    idem: MaybeIdempotency,
     AcpJson(body): AcpJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let input = body.into_input()?;
@@ -96,34 +111,34 @@ async fn create(
         .checkout
         .create(&mut tx, &call.agent_id, call.version, input)
         .await?;
-    tx.commit().await?;
     tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
-    Ok(respond(&state, StatusCode::CREATED, &session))
+    commit_with(tx, &idem, rendered(&state, StatusCode::CREATED, &session)).await
 }
 
 async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
     let mut tx = state.db.begin().await?;
     let session = state.checkout.get(&mut tx, &call.agent_id, &id).await?;
     tx.commit().await?;
-    Ok(respond(&state, StatusCode::OK, &session))
+    Ok(into_response(rendered(&state, StatusCode::OK, &session)))
 }
 
 async fn update(
     State(state): State<AppState>,
     call: AcpCall,
+    idem: MaybeIdempotency,
     Path(id): Path<String>,
     AcpJson(body): AcpJson<UpdateRequest>,
 ) -> Result<Response, ApiError> {
     let input = body.into_input()?;
     let mut tx = state.db.begin().await?;
     let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
-    tx.commit().await?;
-    Ok(respond(&state, StatusCode::OK, &session))
+    commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await
 }
 
 async fn cancel(
     State(state): State<AppState>,
     call: AcpCall,
+    idem: MaybeIdempotency,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -131,25 +146,43 @@ async fn cancel(
     let _ = read_json(request, state.settings.max_body_bytes).await?;
     let mut tx = state.db.begin().await?;
     let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
-    tx.commit().await?;
-    Ok(respond(&state, StatusCode::OK, &session))
+    commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await
 }
 
+/// Complete, bracketed by recovery points: (1) validate, reserve stock, mark the session in progress and record
+/// "payment attempted" with the PSP key, in one transaction; (2) charge the PSP, outside any transaction;
+/// (3) record the outcome and the idempotent response in one transaction. A retry that finds (1) committed but
+/// not (3) resumes at (2) with the same PSP key, so the PSP answers with the charge it already made.
 async fn complete(
     State(state): State<AppState>,
     call: AcpCall,
+    idem: MaybeIdempotency,
     Path(id): Path<String>,
     AcpJson(body): AcpJson<CompleteRequest>,
 ) -> Result<Response, ApiError> {
     let input = body.into_input()?;
+    let resuming = match &idem.0 {
+        Some(i) => i.recovery_point().await == RecoveryPoint::PaymentAttempted,
+        None => false,
+    };
     let mut tx = state.db.begin().await?;
-    let (session, charge) = state
-        .checkout
-        .begin_complete(&mut tx, &call.agent_id, &id, &input)
-        .await?;
+    let (session, charge) = if resuming {
+        state
+            .checkout
+            .resume_complete(&mut tx, &call.agent_id, &id, &input)
+            .await?
+    } else {
+        state
+            .checkout
+            .begin_complete(&mut tx, &call.agent_id, &id, &input)
+            .await?
+    };
+    if let (Some(charge), Some(i)) = (&charge, &idem.0) {
+        i.payment_attempted(&mut tx, &charge.idempotency_key).await?;
+    }
     tx.commit().await?;
     let Some(charge) = charge else {
-        return not_payable(&state, &session);
+        return not_payable(&state, &idem, &session).await;
     };
     let started = std::time::Instant::now();
     let outcome = state.checkout.psp.charge(&charge).await;
@@ -160,17 +193,22 @@ async fn complete(
         "psp charge answered"
     );
     let mut tx = state.db.begin().await?;
-    let session = state.checkout.finish_complete(&mut tx, &session.id, outcome).await;
-    tx.commit().await?;
-    let session = session?;
-    Ok(respond(&state, StatusCode::OK, &session))
+    match state.checkout.finish_complete(&mut tx, &session.id, outcome).await {
+        Ok(session) => commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await,
+        Err(e) => {
+            // The session was put back to payable (stock returned); the error is a 5xx the key does not keep.
+            tx.commit().await?;
+            Err(e.into())
+        }
+    }
 }
 
 /// Complete on a session that cannot be paid: a blocking message becomes the error; otherwise say what is
-/// missing. A declined 3-D Secure attempt is a session (200) carrying `payment_declined`.
-fn not_payable(state: &AppState, session: &Session) -> Result<Response, ApiError> {
+/// missing. A declined 3-D Secure attempt, or a completed session found on resume, is a 200 session.
+async fn not_payable(state: &AppState, idem: &MaybeIdempotency, session: &Session) -> Result<Response, ApiError> {
     if session.status != Status::NotReadyForPayment {
-        return Ok(respond(state, StatusCode::OK, session));
+        let tx = state.db.begin().await?;
+        return commit_with(tx, idem, rendered(state, StatusCode::OK, session)).await;
     }
     let blocking = session.computed.messages.iter().find(|m| m.kind == MessageKind::Error);
     let error = match blocking {

@@ -60,6 +60,10 @@ impl FromRequestParts<AppState> for AcpCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The idempotency layer authenticates POSTs first (it needs the agent for the key's scope).
+        if let Some(call) = parts.extensions.get::<AcpCall>() {
+            return Ok(call.clone());
+        }
         let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let agent_id = agent_for(state, key).await?.ok_or_else(ApiError::unauthorized)?;
         let version = match parts.headers.get("api-version").map(|v| v.to_str()) {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod checkout;
 pub mod extract;
 pub mod health;
+pub mod idempotent;
 pub mod request_id;
 
 use std::{sync::Arc, time::Duration};
@@ -40,7 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi/2026-04-17.json", get(openapi_2026_04_17))
-        .merge(checkout::router())
+        .merge(checkout::router(&state))
         .merge(admin::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));

@@ -8,9 +8,13 @@
 //! | `spt_sim_decline` | declined, `card_declined` |
 //! | `spt_sim_insufficient_funds` | declined, `insufficient_funds` |
 //! | `spt_sim_3ds` | requires 3-D Secure authentication (succeeds once an authentication result is sent) |
-//! | `spt_sim_hold` | commits the charge, then blocks before answering until released (admin) or the process dies |
+//! | `spt_sim_hold` | commits the charge, then blocks before answering until released (admin) or the process dies; a repeated key answers at once, like a PSP replaying its stored response |
+//! | `spt_sim_unavailable_once` | the first attempt per PSP key fails as unavailable (nothing recorded), later ones succeed |
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -21,6 +25,8 @@ use super::{ChargeOutcome, ChargeRequest, PspError};
 pub struct Simulator {
     pool: PgPool,
     release: Arc<Notify>,
+    /// PSP keys that already had their one unavailable answer (`spt_sim_unavailable_once`).
+    failed_once: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,7 @@ enum TokenKind {
     InsufficientFunds,
     ThreeDs,
     Hold,
+    UnavailableOnce,
 }
 
 impl TokenKind {
@@ -39,6 +46,7 @@ impl TokenKind {
             "spt_sim_insufficient_funds" => Self::InsufficientFunds,
             "spt_sim_3ds" => Self::ThreeDs,
             "spt_sim_hold" => Self::Hold,
+            "spt_sim_unavailable_once" => Self::UnavailableOnce,
             _ => Self::Ok,
         }
     }
@@ -50,6 +58,7 @@ impl TokenKind {
             Self::InsufficientFunds => "insufficient_funds",
             Self::ThreeDs => "3ds",
             Self::Hold => "hold",
+            Self::UnavailableOnce => "unavailable_once",
         }
     }
 }
@@ -59,6 +68,7 @@ impl Simulator {
         Self {
             pool,
             release: Arc::new(Notify::new()),
+            failed_once: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -69,6 +79,16 @@ impl Simulator {
 
     pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
         let kind = TokenKind::of(&request.token);
+        if kind == TokenKind::UnavailableOnce {
+            let first = self
+                .failed_once
+                .lock()
+                .map(|mut seen| seen.insert(request.idempotency_key.clone()))
+                .unwrap_or(false);
+            if first {
+                return Err(PspError::Unavailable("simulated outage".into()));
+            }
+        }
         let (status, outcome) = match kind {
             TokenKind::Decline => ("declined", declined("card_declined", "The card was declined.")),
             TokenKind::InsufficientFunds => (
@@ -76,7 +96,7 @@ impl Simulator {
                 declined("insufficient_funds", "The card has insufficient funds."),
             ),
             TokenKind::ThreeDs if !request.authenticated => ("requires_action", ChargeOutcome::RequiresAuthentication),
-            TokenKind::Ok | TokenKind::Hold | TokenKind::ThreeDs => (
+            TokenKind::Ok | TokenKind::Hold | TokenKind::ThreeDs | TokenKind::UnavailableOnce => (
                 "succeeded",
                 ChargeOutcome::Succeeded {
                     charge_id: String::new(),
@@ -89,11 +109,11 @@ impl Simulator {
         let mut released = std::pin::pin!(released);
         released.as_mut().enable();
         // The ledger row commits before we answer, like a PSP that charged and then lost the connection.
-        let recorded: (String, String) = sqlx::query_as(
+        let inserted: Option<(String, String)> = sqlx::query_as(
             "insert into simulator_charge (psp_idempotency_key, charge_id, checkout_session_id, amount, currency,
                                            token_kind, status)
              values ($1, $2, $3, $4, $5, $6, $7)
-             on conflict (psp_idempotency_key) do update set updated_at = simulator_charge.updated_at
+             on conflict (psp_idempotency_key) do nothing
              returning charge_id, status",
         )
         .bind(&request.idempotency_key)
@@ -103,9 +123,20 @@ impl Simulator {
         .bind(&request.currency)
         .bind(kind.name())
         .bind(status)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        if kind == TokenKind::Hold {
+        let fresh = inserted.is_some();
+        let recorded = match inserted {
+            Some(row) => row,
+            // A repeated key: answer with the recorded charge, at once.
+            None => {
+                sqlx::query_as("select charge_id, status from simulator_charge where psp_idempotency_key = $1")
+                    .bind(&request.idempotency_key)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        if kind == TokenKind::Hold && fresh {
             released.await;
         }
         Ok(match outcome {

@@ -1,0 +1,253 @@
+//! The idempotency layer in front of every checkout POST (see `crate::idempotency` for the rules).
+//!
+//! Order of checks: auth → API-Version → key presence and shape → body size → claim the key (replay, 409, 422)
+//! → handler. A handler that writes business rows finishes the claim inside its own transaction
+//! ([`Idempotency::finish`]); any other 2xx/4xx is stored here afterwards; a 5xx releases the key.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderValue, Method, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use sqlx::PgConnection;
+
+use super::{AppState, extract::AcpCall};
+use crate::{
+    error::ApiError,
+    idempotency::{self, Begin, Claim, IdempotencyError, Policy, RecoveryPoint, Scope, StoredResponse},
+};
+
+const MAX_KEY_CHARS: usize = 255;
+
+/// The claimed key of the current request, shared between this layer and the handler.
+#[derive(Clone)]
+pub struct Idempotency(Arc<Inner>);
+
+struct Inner {
+    claim: tokio::sync::Mutex<Claim>,
+    finished: AtomicBool,
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            // Another attempt owns the request now; this one must not commit, and its caller should retry.
+            IdempotencyError::LostLease => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_flight",
+                "A request with this Idempotency-Key is currently being processed",
+            )
+            .with_retry_after(1),
+            IdempotencyError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl Idempotency {
+    pub async fn recovery_point(&self) -> RecoveryPoint {
+        self.0.claim.lock().await.recovery_point
+    }
+
+    /// Records that the PSP may be charged under `psp_key` (in the transaction that prepares the charge).
+    pub async fn payment_attempted(&self, conn: &mut PgConnection, psp_key: &str) -> Result<(), ApiError> {
+        self.0
+            .claim
+            .lock()
+            .await
+            .payment_attempted(conn, psp_key)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Stores `response` as the key's answer, in the business transaction.
+    pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), ApiError> {
+        self.0.claim.lock().await.finish(conn, response).await?;
+        self.0.finished.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Handlers take `MaybeIdempotency`: present on every POST that carried a key.
+pub struct MaybeIdempotency(pub Option<Idempotency>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotency {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Idempotency>().cloned()))
+    }
+}
+
+impl MaybeIdempotency {
+    /// Finishes the claim (if any) with `response` inside `conn`'s transaction.
+    pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(i) => i.finish(conn, response).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A JSON response as it is both sent and stored.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> StoredResponse {
+    StoredResponse {
+        status: status.as_u16(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}
+
+pub fn into_response(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (name.parse::<header::HeaderName>(), HeaderValue::from_str(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn key_of(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let Some(raw) = parts.headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters"),
+        )
+        .with_param("$.headers['Idempotency-Key']")
+    };
+    let key = raw.to_str().map_err(|_| invalid())?;
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_KEY_CHARS {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    match guarded(&state, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn guarded(state: &AppState, request: Request, next: Next) -> Result<Response, Response> {
+    let (mut parts, body) = request.into_parts();
+    let call = AcpCall::from_request_parts(&mut parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let key = key_of(&parts).map_err(IntoResponse::into_response)?;
+    parts.extensions.insert(call.clone());
+    let Some(key) = key else {
+        // Only versions where the key is optional get here; they run without idempotency.
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    };
+    let limit = state.settings.max_body_bytes;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request bodies are limited to {limit} bytes"),
+        )
+        .into_response()
+    })?;
+    let scope = Scope {
+        agent_id: call.agent_id,
+        method: "POST".into(),
+        path: parts.uri.path().to_owned(),
+        key,
+    };
+    let policy = Policy {
+        lease: state.settings.idempotency_lease,
+        retention: state.settings.idempotency_retention,
+    };
+    let begun = idempotency::begin(&state.db, &scope, &idempotency::fingerprint(&bytes), policy)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let claim = match begun {
+        Begin::Proceed(claim) => claim,
+        Begin::Replay(stored) => {
+            let mut response = into_response(stored);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Begin::InFlight { retry_after_secs } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_flight",
+                "A request with this Idempotency-Key is currently being processed",
+            )
+            .with_retry_after(retry_after_secs)
+            .into_response());
+        }
+        Begin::Conflict => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_conflict",
+                "Idempotency-Key has already been used with a different request body",
+            )
+            .into_response());
+        }
+    };
+    let guard = Idempotency(Arc::new(Inner {
+        claim: tokio::sync::Mutex::new(claim),
+        finished: AtomicBool::new(false),
+    }));
+    parts.extensions.insert(guard.clone());
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    Ok(settle(state, &guard, response).await)
+}
+
+/// After the handler: keep what it stored, store a 2xx/4xx it did not, release the key after a 5xx.
+async fn settle(state: &AppState, guard: &Idempotency, response: Response) -> Response {
+    if guard.0.finished.load(Ordering::SeqCst) {
+        return response;
+    }
+    let claim = guard.0.claim.lock().await;
+    if response.status().is_server_error() {
+        if let Err(e) = claim.release(&state.db).await {
+            tracing::warn!(error = %e, "could not release an idempotency key after a 5xx; it frees at lease end");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers: vec![("content-type".into(), content_type.to_owned())],
+        body: bytes.to_vec(),
+    };
+    let saved = async {
+        let mut tx = state.db.begin().await?;
+        claim.finish(&mut tx, &stored).await?;
+        tx.commit().await?;
+        Ok::<_, IdempotencyError>(())
+    }
+    .await;
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "could not store an idempotent response; the key frees at lease end");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}

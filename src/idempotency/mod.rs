@@ -1,0 +1,374 @@
+//! Idempotency as ACP §6 requires, backed by PostgreSQL.
+//!
+//! - Scope: (agent, method, path, key); the path includes the session id, so one key on two endpoints or two
+//!   sessions gives independent results.
+//! - Fingerprint: SHA-256 of the body's RFC 8785 canonical form (key order irrelevant, `1.0` = `1`, `null` ≠
+//!   absent, arrays order-sensitive, unknown fields included). An empty body fingerprints as `{}`.
+//! - A request first claims its record (`in_flight`, with a lease) by inserting it: the primary key decides
+//!   between concurrent requests and processes. The record becomes `finished`, with the response, in the same
+//!   transaction as the business write ([`Claim::finish`]), so a crash leaves both or neither. 5xx responses are
+//!   never stored: the record is deleted and a retry runs fresh.
+//! - A record whose holder died stays `in_flight` until its lease ends; then a retry takes it over and, for
+//!   complete, resumes from its recovery point instead of charging again.
+//! - Records live `retention` (≥ 24 h in production); a sweeper deletes older ones and a reused expired key is a
+//!   new request.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    /// The lease ran out and another request took the record over: this request must not commit.
+    #[error("the idempotency record was taken over by a retry")]
+    LostLease,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// SHA-256 of the RFC 8785 canonical form of `body` (raw bytes when it is not JSON, which the handler refuses).
+pub fn fingerprint(body: &[u8]) -> Vec<u8> {
+    let canonical = if body.iter().all(u8::is_ascii_whitespace) {
+        Some("{}".to_owned())
+    } else {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| serde_json_canonicalizer::to_string(&v).ok())
+    };
+    let mut h = Sha256::new();
+    match canonical {
+        Some(c) => h.update(c.as_bytes()),
+        None => {
+            h.update(b"raw\0");
+            h.update(body);
+        }
+    }
+    h.finalize().to_vec()
+}
+
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub agent_id: String,
+    pub method: String,
+    pub path: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryPoint {
+    Started,
+    /// The PSP may have been charged under `psp_idempotency_key`.
+    PaymentAttempted,
+}
+
+/// Ownership of an in-flight record.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub scope: Scope,
+    holder: Uuid,
+    pub recovery_point: RecoveryPoint,
+    pub psp_idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+pub enum Begin {
+    /// Run the request (a new record, or one taken over after its holder's lease ended).
+    Proceed(Claim),
+    Replay(StoredResponse),
+    InFlight {
+        retry_after_secs: u64,
+    },
+    Conflict,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub lease: Duration,
+    pub retention: Duration,
+}
+
+type Row = (
+    Vec<u8>,
+    String,
+    bool,
+    bool,
+    Option<i16>,
+    Option<serde_json::Value>,
+    Option<Vec<u8>>,
+    f64,
+);
+
+/// Claims the record for `scope`, or says why the request must not run now.
+pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Policy) -> Result<Begin, sqlx::Error> {
+    let holder = Uuid::new_v4();
+    let lease_ms = policy.lease.as_millis() as f64;
+    let retention_ms = policy.retention.as_millis() as f64;
+    // Expired records are gone as far as ACP is concerned: clear this one (if it is) before claiming.
+    sqlx::query(
+        "delete from idempotency_record
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and expires_at <= now()",
+    )
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
+    .execute(pool)
+    .await?;
+    let inserted = sqlx::query(
+        "insert into idempotency_record
+             (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at)
+         values ($1, $2, $3, $4, $5, 'in_flight', $6,
+                 now() + $7 * interval '1 millisecond', now() + $8 * interval '1 millisecond')
+         on conflict do nothing",
+    )
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
+    .bind(fingerprint)
+    .bind(holder)
+    .bind(lease_ms)
+    .bind(retention_ms)
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Begin::Proceed(Claim {
+            scope: scope.clone(),
+            holder,
+            recovery_point: RecoveryPoint::Started,
+            psp_idempotency_key: None,
+        }));
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "select fingerprint, state, lease_until <= now(), recovery_point = 'payment_attempted',
+                response_status, response_headers, response_body,
+                greatest(extract(epoch from lease_until - now()), 0)::float8
+         from idempotency_record
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4",
+    )
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
+    .fetch_optional(pool)
+    .await?;
+    let Some((stored_fingerprint, state, lease_over, _, status, headers, body, lease_left)) = row else {
+        // Deleted between our insert and select (a 5xx released it): claim again.
+        return Box::pin(begin(pool, scope, fingerprint, policy)).await;
+    };
+    // A different body is a conflict whatever the record's state (DIGEST §2.5 gap (b)).
+    if stored_fingerprint != fingerprint {
+        return Ok(Begin::Conflict);
+    }
+    if state == "finished" {
+        return Ok(Begin::Replay(StoredResponse {
+            status: status.unwrap_or(200) as u16,
+            headers: headers
+                .and_then(|h| serde_json::from_value::<Vec<(String, String)>>(h).ok())
+                .unwrap_or_default(),
+            body: body.unwrap_or_default(),
+        }));
+    }
+    if !lease_over {
+        return Ok(Begin::InFlight {
+            retry_after_secs: (lease_left.ceil() as u64).clamp(1, 60),
+        });
+    }
+    take_over(pool, scope, holder, lease_ms).await
+}
+
+/// Takes over a record whose holder's lease ended (its process died or hung): exactly one retry wins.
+async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) -> Result<Begin, sqlx::Error> {
+    let taken: Option<(String, Option<String>)> = sqlx::query_as(
+        "update idempotency_record
+         set holder = $5, lease_until = now() + $6 * interval '1 millisecond'
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4
+           and state = 'in_flight' and lease_until <= now()
+         returning recovery_point, psp_idempotency_key",
+    )
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
+    .bind(holder)
+    .bind(lease_ms)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match taken {
+        Some((point, psp_idempotency_key)) => {
+            tracing::warn!(path = %scope.path, "resuming a request whose previous attempt did not finish");
+            Begin::Proceed(Claim {
+                scope: scope.clone(),
+                holder,
+                recovery_point: if point == "payment_attempted" {
+                    RecoveryPoint::PaymentAttempted
+                } else {
+                    RecoveryPoint::Started
+                },
+                psp_idempotency_key,
+            })
+        }
+        None => Begin::InFlight { retry_after_secs: 1 },
+    })
+}
+
+impl Claim {
+    /// Recovery point: from here on the PSP may hold a charge under `psp_key`. Written in the transaction that
+    /// reserves stock and marks the session, so a retry knows to resume rather than start over.
+    pub async fn payment_attempted(&mut self, conn: &mut PgConnection, psp_key: &str) -> Result<(), IdempotencyError> {
+        let updated = sqlx::query(
+            "update idempotency_record set recovery_point = 'payment_attempted', psp_idempotency_key = $6
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
+               and state = 'in_flight'",
+        )
+        .bind(&self.scope.agent_id)
+        .bind(&self.scope.method)
+        .bind(&self.scope.path)
+        .bind(&self.scope.key)
+        .bind(self.holder)
+        .bind(psp_key)
+        .execute(conn)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(IdempotencyError::LostLease);
+        }
+        self.recovery_point = RecoveryPoint::PaymentAttempted;
+        self.psp_idempotency_key = Some(psp_key.to_owned());
+        Ok(())
+    }
+
+    /// Stores the response and marks the record finished, in the caller's (business) transaction.
+    pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), IdempotencyError> {
+        let headers = serde_json::to_value(&response.headers).unwrap_or_default();
+        let updated = sqlx::query(
+            "update idempotency_record
+             set state = 'finished', response_status = $6, response_headers = $7, response_body = $8
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
+               and state = 'in_flight'",
+        )
+        .bind(&self.scope.agent_id)
+        .bind(&self.scope.method)
+        .bind(&self.scope.path)
+        .bind(&self.scope.key)
+        .bind(self.holder)
+        .bind(response.status as i16)
+        .bind(headers)
+        .bind(&response.body)
+        .execute(conn)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(IdempotencyError::LostLease);
+        }
+        Ok(())
+    }
+
+    /// Forgets the record (after a 5xx), so a retry runs fresh.
+    pub async fn release(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "delete from idempotency_record
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
+               and state = 'in_flight'",
+        )
+        .bind(&self.scope.agent_id)
+        .bind(&self.scope.method)
+        .bind(&self.scope.path)
+        .bind(&self.scope.key)
+        .bind(self.holder)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Deletes records past their retention; returns how many.
+pub async fn sweep_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query("delete from idempotency_record where expires_at <= now()")
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json_canonicalizer::to_string;
+
+    use super::fingerprint;
+
+    fn jcs(text: &str) -> String {
+        to_string(&serde_json::from_str::<serde_json::Value>(text).unwrap()).unwrap()
+    }
+
+    /// RFC 8785 §3.2.3: the sample input and its canonical form.
+    #[test]
+    fn rfc8785_sample_object() {
+        let input = r#"{
+            "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "literals": [null, true, false]
+        }"#;
+        let expected = "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,0.002,1e-27],\
+                        \"string\":\"\u{20ac}$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}";
+        assert_eq!(jcs(input), expected);
+    }
+
+    /// RFC 8785 Appendix B: IEEE 754 doubles and their canonical serialization.
+    #[test]
+    fn rfc8785_number_table() {
+        let table: &[(u64, &str)] = &[
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in table {
+            let value = serde_json::Value::from(f64::from_bits(*bits));
+            assert_eq!(to_string(&value).unwrap(), *expected, "{bits:#018x}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_follow_acp_equivalence() {
+        let fp = |s: &str| fingerprint(s.as_bytes());
+        assert_eq!(
+            fp(r#"{"a":1,"b":[1,2]}"#),
+            fp(r#"{ "b": [1, 2], "a": 1.0 }"#),
+            "key order and 1.0 == 1"
+        );
+        assert_ne!(fp(r#"{"a":null}"#), fp(r#"{}"#), "null differs from absent");
+        assert_ne!(fp(r#"{"b":[1,2]}"#), fp(r#"{"b":[2,1]}"#), "arrays are order-sensitive");
+        assert_ne!(
+            fp(r#"{"a":1}"#),
+            fp(r#"{"a":1,"x_ext":true}"#),
+            "unknown fields take part"
+        );
+        assert_eq!(fp(""), fp("{}"), "an absent body equals {{}}");
+    }
+}
