@@ -52,14 +52,12 @@ pub async fn error(response: Response, status: StatusCode, code: &str, param: Op
     assert_valid(API_VERSION, "Error", &body);
     crate::own_openapi::assert_matches_our_doc("Error", &body);
     assert_eq!(body["code"], code, "{body:#}");
-    assert_eq!(
-        body["type"],
-        if status.is_server_error() {
-            "processing_error"
-        } else {
-            "invalid_request"
-        }
-    );
+    let expected_type = match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "service_unavailable",
+        s if s.is_server_error() => "processing_error",
+        _ => "invalid_request",
+    };
+    assert_eq!(body["type"], expected_type, "{body:#}");
     if let Some(param) = param {
         assert_eq!(body["param"], param, "{body:#}");
     }

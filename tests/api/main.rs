@@ -7,6 +7,7 @@ mod conformance;
 mod demo;
 mod health;
 mod helpers;
+mod idempotency;
 mod lifecycle;
 mod logging;
 mod official;
