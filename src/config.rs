@@ -49,6 +49,18 @@ const KEYS: &[&str] = &[
     "terms_of_use_url",
     "privacy_policy_url",
     "return_policy_url",
+    "stripe_api_version",
+    "stripe_token_param",
+    "stripe_capture_method",
+    "stripe_connect_timeout_ms",
+    "stripe_timeout_ms",
+    "stripe_max_retries",
+    "stripe_retry_backoff_ms",
+    "threeds_acquirer_bin",
+    "threeds_acquirer_country",
+    "threeds_acquirer_merchant_id",
+    "threeds_merchant_name",
+    "threeds_directory_server",
     "idempotency_lease_ms",
     "idempotency_retention_secs",
     "idempotency_sweep_interval_ms",
@@ -135,6 +147,41 @@ pub enum LogFormat {
     Pretty,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeTokenParam {
+    PaymentMethodData,
+    TopLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMethod {
+    Automatic,
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub api_version: String,
+    pub token_param: StripeTokenParam,
+    pub capture_method: CaptureMethod,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+}
+
+/// What goes into `authentication_metadata` when a payment needs 3-D Secure.
+#[derive(Debug, Clone)]
+pub struct ThreeDsSettings {
+    pub acquirer_bin: String,
+    pub acquirer_country: String,
+    pub acquirer_merchant_id: String,
+    pub merchant_name: String,
+    pub directory_server: String,
+}
+
 /// The layers as read, before validation. Strings stay strings here so that validation can word its own errors.
 #[derive(Debug, Deserialize)]
 struct RawSettings {
@@ -170,6 +217,18 @@ struct RawSettings {
     terms_of_use_url: String,
     privacy_policy_url: String,
     return_policy_url: String,
+    stripe_api_version: String,
+    stripe_token_param: StripeTokenParam,
+    stripe_capture_method: CaptureMethod,
+    stripe_connect_timeout_ms: u64,
+    stripe_timeout_ms: u64,
+    stripe_max_retries: u32,
+    stripe_retry_backoff_ms: u64,
+    threeds_acquirer_bin: String,
+    threeds_acquirer_country: String,
+    threeds_acquirer_merchant_id: String,
+    threeds_merchant_name: String,
+    threeds_directory_server: String,
     idempotency_lease_ms: u64,
     idempotency_retention_secs: u64,
     idempotency_sweep_interval_ms: u64,
@@ -212,6 +271,8 @@ pub struct Settings {
     pub payment_merchant_id: String,
     /// (ACP link type, URL) pairs, in the order they are returned.
     pub policy_links: Vec<(&'static str, Url)>,
+    pub stripe: StripeSettings,
+    pub three_ds: ThreeDsSettings,
     pub idempotency_lease: Duration,
     pub idempotency_retention: Duration,
     pub idempotency_sweep_interval: Duration,
@@ -315,6 +376,7 @@ fn first_figment_error(err: figment::Error) -> ConfigError {
 impl RawSettings {
     fn validate(self) -> Result<Settings, ConfigError> {
         let production = self.env == Environment::Production;
+        let three_ds = self.three_ds_settings()?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -356,6 +418,24 @@ impl RawSettings {
         if self.payment_merchant_id.is_empty() || self.payment_merchant_id.len() > 256 {
             return Err(ConfigError::new("payment_merchant_id", "must be 1 to 256 characters"));
         }
+        for (key, ms) in [
+            ("stripe_connect_timeout_ms", self.stripe_connect_timeout_ms),
+            ("stripe_timeout_ms", self.stripe_timeout_ms),
+        ] {
+            check_positive(key, ms)?;
+        }
+        if self.stripe_api_version.trim().is_empty() {
+            return Err(ConfigError::new("stripe_api_version", "must name a Stripe API version"));
+        }
+        let stripe = StripeSettings {
+            api_version: self.stripe_api_version.clone(),
+            token_param: self.stripe_token_param,
+            capture_method: self.stripe_capture_method,
+            connect_timeout: Duration::from_millis(self.stripe_connect_timeout_ms),
+            timeout: Duration::from_millis(self.stripe_timeout_ms),
+            max_retries: self.stripe_max_retries,
+            retry_backoff: Duration::from_millis(self.stripe_retry_backoff_ms),
+        };
         let mut policy_links = Vec::new();
         for (key, kind, value) in [
             ("terms_of_use_url", "terms_of_use", &self.terms_of_use_url),
@@ -410,6 +490,8 @@ impl RawSettings {
             shipping_express_amount: i64::from(self.shipping_express_amount),
             payment_merchant_id: self.payment_merchant_id,
             policy_links,
+            stripe,
+            three_ds,
             idempotency_lease: Duration::from_millis(self.idempotency_lease_ms),
             idempotency_retention: Duration::from_secs(self.idempotency_retention_secs),
             idempotency_sweep_interval: Duration::from_millis(self.idempotency_sweep_interval_ms),
@@ -421,6 +503,44 @@ impl RawSettings {
             check_webhook_scheme(url, true)?;
         }
         Ok(settings)
+    }
+}
+
+impl RawSettings {
+    /// The 3-D Secure acquirer details, checked against the limits the ACP schema puts on them.
+    fn three_ds_settings(&self) -> Result<ThreeDsSettings, ConfigError> {
+        let checks: [(&str, &str, usize); 4] = [
+            ("threeds_acquirer_bin", &self.threeds_acquirer_bin, 11),
+            ("threeds_acquirer_merchant_id", &self.threeds_acquirer_merchant_id, 35),
+            ("threeds_merchant_name", &self.threeds_merchant_name, 40),
+            ("threeds_acquirer_country", &self.threeds_acquirer_country, 2),
+        ];
+        for (key, value, max) in checks {
+            if value.is_empty() || value.chars().count() > max {
+                return Err(ConfigError::new(key, format!("must be 1 to {max} characters")));
+            }
+        }
+        if self.threeds_acquirer_country.len() != 2
+            || !self.threeds_acquirer_country.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            return Err(ConfigError::new(
+                "threeds_acquirer_country",
+                "must be an ISO 3166-1 alpha-2 code",
+            ));
+        }
+        if !["american_express", "mastercard", "visa"].contains(&self.threeds_directory_server.as_str()) {
+            return Err(ConfigError::new(
+                "threeds_directory_server",
+                "must be american_express, mastercard or visa",
+            ));
+        }
+        Ok(ThreeDsSettings {
+            acquirer_bin: self.threeds_acquirer_bin.clone(),
+            acquirer_country: self.threeds_acquirer_country.clone(),
+            acquirer_merchant_id: self.threeds_acquirer_merchant_id.clone(),
+            merchant_name: self.threeds_merchant_name.clone(),
+            directory_server: self.threeds_directory_server.clone(),
+        })
     }
 }
 

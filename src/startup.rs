@@ -13,7 +13,7 @@ use crate::{
     db,
     http::{self, AppState},
     protocol::WireContext,
-    psp::{Psp, simulator::Simulator},
+    psp::{Psp, simulator::Simulator, stripe::Stripe},
 };
 
 /// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens).
@@ -58,12 +58,12 @@ fn wire_context(settings: &Settings) -> WireContext {
             .collect(),
         authentication_metadata: json!({
             "acquirer_details": {
-                "acquirer_bin": "424242",
-                "acquirer_country": "US",
-                "acquirer_merchant_id": settings.payment_merchant_id.chars().take(35).collect::<String>(),
-                "merchant_name": "ACP Merchant",
+                "acquirer_bin": settings.three_ds.acquirer_bin,
+                "acquirer_country": settings.three_ds.acquirer_country,
+                "acquirer_merchant_id": settings.three_ds.acquirer_merchant_id,
+                "merchant_name": settings.three_ds.merchant_name,
             },
-            "directory_server": "visa",
+            "directory_server": settings.three_ds.directory_server,
         }),
     }
 }
@@ -93,6 +93,8 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("payment provider: {0}")]
+    Psp(String),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -113,7 +115,7 @@ impl Application {
         let simulator = (settings.psp == PspKind::Simulator).then(|| Simulator::new(db.clone()));
         let psp = match &simulator {
             Some(s) => Psp::Simulator(s.clone()),
-            None => Psp::Unavailable("the Stripe adapter is not available in this build yet"),
+            None => Psp::Stripe(Stripe::new(&settings).map_err(|e| StartupError::Psp(e.to_string()))?),
         };
         let checkout = Checkout {
             rules: ShopRules {

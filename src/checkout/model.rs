@@ -224,6 +224,9 @@ pub struct Session {
     pub order: Option<OrderRef>,
     /// Set while status is `authentication_required`.
     pub authentication_pending: bool,
+    /// The order id reserved when payment starts, so the PSP's metadata can name the order before it exists.
+    #[serde(default)]
+    pub pending_order_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,

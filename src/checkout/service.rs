@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     catalog::{self, VariantRow},
-    psp::{self, ChargeOutcome, ChargeRequest, Psp, PspError},
+    psp::{self, ChargeOutcome, ChargeRequest, Psp, PspError, ThreeDsData},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +85,9 @@ pub struct UpdateInput {
     pub order_notes: Option<Option<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthenticationOutcome {
-    Authenticated,
+    Authenticated(ThreeDsData),
     Failed,
 }
 
@@ -124,6 +124,7 @@ impl Checkout {
             computed: Default::default(),
             order: None,
             authentication_pending: false,
+            pending_order_id: None,
             created_at: now,
             updated_at: now,
             expires_at: now + self.session_ttl,
@@ -279,16 +280,8 @@ impl Checkout {
                 });
             }
         }
-        let authenticated = input.authentication == Some(AuthenticationOutcome::Authenticated);
-        let amount = session.computed.total();
-        let charge = ChargeRequest {
-            idempotency_key: psp::idempotency_key(&session.id, &input.token, amount, authenticated),
-            checkout_session_id: session.id.clone(),
-            amount,
-            currency: session.currency.clone(),
-            token: input.token.clone(),
-            authenticated,
-        };
+        session.pending_order_id = Some(format!("ord_{}", uuid::Uuid::now_v7().simple()));
+        let charge = charge_for(&session, input);
         session.status = Status::CompleteInProgress;
         save(conn, &session).await?;
         Ok((session, Some(charge)))
@@ -308,16 +301,7 @@ impl Checkout {
             // Nothing to resume (for example the outcome was recorded by another path): show the session.
             return Ok((session, None));
         }
-        let authenticated = input.authentication == Some(AuthenticationOutcome::Authenticated);
-        let amount = session.computed.total();
-        let charge = ChargeRequest {
-            idempotency_key: psp::idempotency_key(&session.id, &input.token, amount, authenticated),
-            checkout_session_id: session.id.clone(),
-            amount,
-            currency: session.currency.clone(),
-            token: input.token.clone(),
-            authenticated,
-        };
+        let charge = charge_for(&session, input);
         Ok((session, Some(charge)))
     }
 
@@ -333,7 +317,10 @@ impl Checkout {
         session.updated_at = now;
         match outcome {
             Ok(ChargeOutcome::Succeeded { charge_id }) => {
-                let order_id = format!("ord_{}", uuid::Uuid::now_v7().simple());
+                let order_id = session
+                    .pending_order_id
+                    .clone()
+                    .unwrap_or_else(|| format!("ord_{}", uuid::Uuid::now_v7().simple()));
                 let permalink_url = format!("{}/orders/{order_id}", self.public_base_url.trim_end_matches('/'));
                 session.status = Status::Completed;
                 session.authentication_pending = false;
@@ -386,6 +373,26 @@ impl Checkout {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// The charge a complete call makes: everything but the token comes from the session as phase 1 left it, so a
+/// resumed attempt rebuilds exactly the same request (same PSP idempotency key).
+fn charge_for(session: &Session, input: &CompleteInput) -> ChargeRequest {
+    let three_ds = match &input.authentication {
+        Some(AuthenticationOutcome::Authenticated(data)) => Some(data.clone()),
+        _ => None,
+    };
+    let amount = session.computed.total();
+    ChargeRequest {
+        idempotency_key: psp::idempotency_key(&session.id, &input.token, amount, three_ds.is_some()),
+        checkout_session_id: session.id.clone(),
+        order_reference: session.pending_order_id.clone().unwrap_or_default(),
+        agent_id: session.agent_id.clone(),
+        amount,
+        currency: session.currency.clone(),
+        token: input.token.clone(),
+        three_ds,
     }
 }
 

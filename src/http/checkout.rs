@@ -22,6 +22,7 @@ use crate::{
     error::ApiError,
     idempotency::{RecoveryPoint, StoredResponse},
     protocol::v2026_04_17::{self as wire, CompleteRequest, CreateRequest, UpdateRequest, WireError},
+    psp::PaymentProvider,
 };
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -185,7 +186,7 @@ async fn complete(
         return not_payable(&state, &idem, &session).await;
     };
     let started = std::time::Instant::now();
-    let outcome = state.checkout.psp.charge(&charge).await;
+    let outcome = state.checkout.psp.confirm(&charge).await;
     tracing::info!(
         checkout_session_id = %session.id,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -18,6 +18,7 @@ use crate::checkout::{
     },
     service::{AuthenticationOutcome, CompleteInput, CreateInput, UpdateInput},
 };
+use crate::psp::ThreeDsData;
 
 pub const VERSION: &str = "2026-04-17";
 
@@ -118,8 +119,18 @@ pub struct PaymentDataIn {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct OutcomeDetailsIn {
+    pub three_ds_cryptogram: String,
+    pub electronic_commerce_indicator: String,
+    pub transaction_id: String,
+    pub version: String,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct AuthenticationResultIn {
     pub outcome: String,
+    #[serde(default)]
+    pub outcome_details: Option<OutcomeDetailsIn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,7 +250,23 @@ impl CompleteRequest {
         }
         let authentication = match self.authentication_result.as_ref().map(|a| a.outcome.as_str()) {
             None => None,
-            Some("authenticated" | "attempt_acknowledged") => Some(AuthenticationOutcome::Authenticated),
+            Some("authenticated" | "attempt_acknowledged") => {
+                let details = self
+                    .authentication_result
+                    .as_ref()
+                    .and_then(|a| a.outcome_details.as_ref())
+                    .ok_or_else(|| WireError {
+                        code: "missing",
+                        param: "$.authentication_result.outcome_details".into(),
+                        message: "outcome_details is required when authentication succeeded".into(),
+                    })?;
+                Some(AuthenticationOutcome::Authenticated(ThreeDsData {
+                    cryptogram: details.three_ds_cryptogram.clone(),
+                    electronic_commerce_indicator: details.electronic_commerce_indicator.clone(),
+                    transaction_id: details.transaction_id.clone(),
+                    version: details.version.clone(),
+                }))
+            }
             Some(
                 "abandoned" | "canceled" | "denied" | "informational" | "internal_error" | "not_supported"
                 | "processing_error" | "rejected",

@@ -19,7 +19,7 @@ use std::{
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use super::{ChargeOutcome, ChargeRequest, PspError};
+use super::{ChargeOutcome, ChargeRequest, ChargeStatus, PaymentProvider, PspError, RefundOutcome};
 
 #[derive(Clone)]
 pub struct Simulator {
@@ -77,7 +77,7 @@ impl Simulator {
         self.release.notify_waiters();
     }
 
-    pub async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
         let kind = TokenKind::of(&request.token);
         if kind == TokenKind::UnavailableOnce {
             let first = self
@@ -95,7 +95,9 @@ impl Simulator {
                 "declined",
                 declined("insufficient_funds", "The card has insufficient funds."),
             ),
-            TokenKind::ThreeDs if !request.authenticated => ("requires_action", ChargeOutcome::RequiresAuthentication),
+            TokenKind::ThreeDs if request.three_ds.is_none() => {
+                ("requires_action", ChargeOutcome::RequiresAuthentication)
+            }
             TokenKind::Ok | TokenKind::Hold | TokenKind::ThreeDs | TokenKind::UnavailableOnce => (
                 "succeeded",
                 ChargeOutcome::Succeeded {
@@ -148,12 +150,85 @@ impl Simulator {
         })
     }
 
-    pub async fn void(&self, charge_id: &str) -> Result<(), PspError> {
-        sqlx::query("update simulator_charge set status = 'voided', updated_at = now() where charge_id = $1")
-            .bind(charge_id)
-            .execute(&self.pool)
-            .await?;
+    async fn set_status(&self, charge_id: &str, from: &[&str], to: &str) -> Result<(), PspError> {
+        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        let updated = sqlx::query(
+            "update simulator_charge set status = $3, updated_at = now() where charge_id = $1 and status = any($2)",
+        )
+        .bind(charge_id)
+        .bind(&from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(PspError::Refused(format!("charge {charge_id} cannot become {to}")));
+        }
         Ok(())
+    }
+}
+
+impl PaymentProvider for Simulator {
+    async fn confirm(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
+        self.charge(request).await
+    }
+
+    /// Simulated charges settle at once, so capture only checks the charge exists and succeeded.
+    async fn capture(&self, charge_id: &str, _key: &str) -> Result<(), PspError> {
+        self.set_status(charge_id, &["succeeded"], "succeeded").await
+    }
+
+    async fn cancel(&self, charge_id: &str, _key: &str) -> Result<(), PspError> {
+        self.set_status(charge_id, &["succeeded", "requires_action"], "voided")
+            .await
+    }
+
+    async fn retrieve(&self, charge_id: &str) -> Result<ChargeStatus, PspError> {
+        let status: Option<String> = sqlx::query_scalar("select status from simulator_charge where charge_id = $1")
+            .bind(charge_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match status.as_deref() {
+            Some("succeeded") => ChargeStatus::Succeeded,
+            Some("requires_action") => ChargeStatus::RequiresAuthentication,
+            Some("voided") => ChargeStatus::Canceled,
+            _ => ChargeStatus::Failed,
+        })
+    }
+
+    async fn refund(&self, charge_id: &str, amount: i64, key: &str) -> Result<RefundOutcome, PspError> {
+        let mut tx = self.pool.begin().await?;
+        // A repeated key answers with the refund it already made.
+        let existing: Option<(String, i64)> =
+            sqlx::query_as("select refund_id, amount from simulator_refund where idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((refund_id, amount)) = existing {
+            return Ok(RefundOutcome { refund_id, amount });
+        }
+        let refunded = sqlx::query(
+            "update simulator_charge set refunded_amount = refunded_amount + $2, updated_at = now()
+             where charge_id = $1 and status = 'succeeded' and refunded_amount + $2 <= amount and $2 > 0",
+        )
+        .bind(charge_id)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+        if refunded.rows_affected() == 0 {
+            return Err(PspError::Refused(format!("cannot refund {amount} on {charge_id}")));
+        }
+        let refund_id = format!("sim_re_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(
+            "insert into simulator_refund (idempotency_key, refund_id, charge_id, amount) values ($1, $2, $3, $4)",
+        )
+        .bind(key)
+        .bind(&refund_id)
+        .bind(charge_id)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RefundOutcome { refund_id, amount })
     }
 }
 
