@@ -280,7 +280,11 @@ impl Checkout {
                 });
             }
         }
-        session.pending_order_id = Some(format!("ord_{}", uuid::Uuid::now_v7().simple()));
+        // Reserved once per session and kept across attempts: a retried charge must send Stripe exactly the same
+        // parameters under the same idempotency key.
+        if session.pending_order_id.is_none() {
+            session.pending_order_id = Some(format!("ord_{}", uuid::Uuid::now_v7().simple()));
+        }
         let charge = charge_for(&session, input);
         session.status = Status::CompleteInProgress;
         save(conn, &session).await?;

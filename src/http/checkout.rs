@@ -76,6 +76,10 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::Invalid { code, param, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, code, message).with_param(param)
             }
+            CheckoutError::Psp(e @ crate::psp::PspError::Refused(_)) => {
+                tracing::error!(error = %e, "payment provider refused the operation");
+                ApiError::internal()
+            }
             CheckoutError::Psp(e) => {
                 tracing::warn!(error = %e, "payment provider did not answer");
                 ApiError::unavailable("The payment provider is unavailable; retry later").with_retry_after(2)

@@ -94,7 +94,11 @@ impl Stripe {
                         payment_intent = body["id"].as_str().or(body["error"]["payment_intent"]["id"].as_str()),
                         "stripe call"
                     );
-                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                    // 409 is Stripe saying the same key is still being processed: as retryable as a 429.
+                    if status == StatusCode::TOO_MANY_REQUESTS
+                        || status == StatusCode::CONFLICT
+                        || status.is_server_error()
+                    {
                         last_problem = format!("HTTP {status}");
                         continue;
                     }
@@ -210,6 +214,14 @@ impl PaymentProvider for Stripe {
                 Some("requires_action") => Ok(ChargeOutcome::RequiresAuthentication),
                 _ => Ok(decline_from(&answer.body)),
             };
+        }
+        if answer.body["error"]["type"] == "idempotency_error" {
+            // Our own bug (same key, different parameters): never a decline, and never retried blindly.
+            tracing::error!(
+                psp = "stripe",
+                "stripe refused a reused idempotency key with different parameters"
+            );
+            return Err(PspError::Refused("Stripe refused the idempotency key".into()));
         }
         if answer.status.is_client_error() {
             if answer.status != StatusCode::PAYMENT_REQUIRED {

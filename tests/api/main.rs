@@ -14,3 +14,4 @@ mod official;
 mod own_openapi;
 mod readiness;
 mod shutdown;
+mod stripe;
