@@ -241,6 +241,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    capture_logs();
     let database = TestDb::migrated().await;
     let settings = test_settings(&database.url, overrides);
     let shutdown = CancellationToken::new();
@@ -379,4 +380,50 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Every log line the in-process apps of this test binary wrote, at debug level, as the service formats them.
+static CAPTURED_LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if let Ok(mut lines) = CAPTURED_LOGS.lock() {
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once per test binary) a JSON subscriber that keeps every line for [`assert_logs_hold_no_tokens`].
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_env_filter("acp_merchant=debug,info")
+            .with_writer(|| CaptureWriter)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// No payment token (every test token starts with `spt_`) appears in anything logged so far by any test of this
+/// binary, while something was logged at all.
+pub fn assert_logs_hold_no_tokens() {
+    let lines = CAPTURED_LOGS.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.contains("request completed")),
+        "the capture saw no request logs"
+    );
+    let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("spt_")).collect();
+    assert!(leaks.is_empty(), "payment tokens reached the logs: {leaks:#?}");
 }

@@ -72,6 +72,7 @@ async fn a_replay_returns_the_original_status_and_body_without_side_effects() {
     assert_eq!(session(replayed, StatusCode::OK).await, paid_body);
     assert_eq!(count(&app, "simulator_charge").await, 1);
     assert_eq!(count(&app, "merchant_order").await, 1);
+    crate::helpers::assert_logs_hold_no_tokens();
 }
 
 #[tokio::test]

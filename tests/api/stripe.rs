@@ -104,6 +104,7 @@ async fn happy_path_sends_one_complete_payment_intent() {
     let succeeded = succeeded_intents(&fake);
     assert_eq!(succeeded.len(), 1);
     assert_eq!(order_charge(&app, id).await.as_deref(), succeeded[0]["id"].as_str());
+    crate::helpers::assert_logs_hold_no_tokens();
 }
 
 #[tokio::test]
@@ -296,6 +297,7 @@ async fn a_stripe_slower_than_the_timeout_leaves_the_session_intact_and_a_retry_
     let posts = intent_posts(&fake);
     assert!(posts.iter().all(|p| p.idempotency_key == posts[0].idempotency_key));
     assert_eq!(succeeded_intents(&fake).len(), 1, "exactly one PaymentIntent");
+    crate::helpers::assert_logs_hold_no_tokens();
 }
 
 #[tokio::test]
