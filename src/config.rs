@@ -61,6 +61,13 @@ const KEYS: &[&str] = &[
     "threeds_acquirer_merchant_id",
     "threeds_merchant_name",
     "threeds_directory_server",
+    "webhook_worker_enabled",
+    "webhook_poll_interval_ms",
+    "webhook_retry_schedule_ms",
+    "webhook_max_age_secs",
+    "webhook_connect_timeout_ms",
+    "webhook_timeout_ms",
+    "webhook_max_response_bytes",
     "idempotency_lease_ms",
     "idempotency_retention_secs",
     "idempotency_sweep_interval_ms",
@@ -229,6 +236,13 @@ struct RawSettings {
     threeds_acquirer_merchant_id: String,
     threeds_merchant_name: String,
     threeds_directory_server: String,
+    webhook_worker_enabled: bool,
+    webhook_poll_interval_ms: u64,
+    webhook_retry_schedule_ms: String,
+    webhook_max_age_secs: u64,
+    webhook_connect_timeout_ms: u64,
+    webhook_timeout_ms: u64,
+    webhook_max_response_bytes: usize,
     idempotency_lease_ms: u64,
     idempotency_retention_secs: u64,
     idempotency_sweep_interval_ms: u64,
@@ -273,6 +287,13 @@ pub struct Settings {
     pub policy_links: Vec<(&'static str, Url)>,
     pub stripe: StripeSettings,
     pub three_ds: ThreeDsSettings,
+    pub webhook_worker_enabled: bool,
+    pub webhook_poll_interval: Duration,
+    pub webhook_retry_schedule: Vec<Duration>,
+    pub webhook_max_age: Duration,
+    pub webhook_connect_timeout: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_max_response_bytes: usize,
     pub idempotency_lease: Duration,
     pub idempotency_retention: Duration,
     pub idempotency_sweep_interval: Duration,
@@ -436,6 +457,16 @@ impl RawSettings {
             max_retries: self.stripe_max_retries,
             retry_backoff: Duration::from_millis(self.stripe_retry_backoff_ms),
         };
+        for (key, value) in [
+            ("webhook_poll_interval_ms", self.webhook_poll_interval_ms),
+            ("webhook_max_age_secs", self.webhook_max_age_secs),
+            ("webhook_connect_timeout_ms", self.webhook_connect_timeout_ms),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            ("webhook_max_response_bytes", self.webhook_max_response_bytes as u64),
+        ] {
+            check_positive(key, value)?;
+        }
+        let webhook_retry_schedule = parse_schedule(&self.webhook_retry_schedule_ms)?;
         let mut policy_links = Vec::new();
         for (key, kind, value) in [
             ("terms_of_use_url", "terms_of_use", &self.terms_of_use_url),
@@ -492,6 +523,13 @@ impl RawSettings {
             policy_links,
             stripe,
             three_ds,
+            webhook_worker_enabled: self.webhook_worker_enabled,
+            webhook_poll_interval: Duration::from_millis(self.webhook_poll_interval_ms),
+            webhook_retry_schedule,
+            webhook_max_age: Duration::from_secs(self.webhook_max_age_secs),
+            webhook_connect_timeout: Duration::from_millis(self.webhook_connect_timeout_ms),
+            webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            webhook_max_response_bytes: self.webhook_max_response_bytes,
             idempotency_lease: Duration::from_millis(self.idempotency_lease_ms),
             idempotency_retention: Duration::from_secs(self.idempotency_retention_secs),
             idempotency_sweep_interval: Duration::from_millis(self.idempotency_sweep_interval_ms),
@@ -675,6 +713,17 @@ fn parse_http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+fn parse_schedule(value: &str) -> Result<Vec<Duration>, ConfigError> {
+    let delays: Result<Vec<u64>, _> = value.split(',').map(|d| d.trim().parse::<u64>()).collect();
+    match delays {
+        Ok(d) if !d.is_empty() && d.iter().all(|ms| *ms > 0) => Ok(d.into_iter().map(Duration::from_millis).collect()),
+        _ => Err(ConfigError::new(
+            "webhook_retry_schedule_ms",
+            "must be comma-separated positive milliseconds, e.g. 5000,30000,120000",
+        )),
+    }
 }
 
 fn parse_countries(value: &str) -> Result<Vec<String>, ConfigError> {

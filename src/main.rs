@@ -6,9 +6,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use acp_merchant::{
     catalog,
     config::{DEMO_DEFAULTS, SERVE_DEFAULTS, Secret, Settings, Sources},
-    db, localdb,
+    db,
+    http::extract::ENV_AGENT_ID,
+    localdb,
     startup::{Application, cancel_on_signals},
     telemetry,
+    webhooks::worker::WorkerConfig,
 };
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,13 @@ enum Command {
         #[arg(long, env = "ACP_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// Run only the webhook delivery worker (several may run against one database).
+    Worker,
+    /// Webhook tools for integrators.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
     /// Catalog import and export in the ACP product feed format (JSON lines).
     Catalog {
         #[command(subcommand)]
@@ -47,6 +57,27 @@ enum Command {
     /// Local demo: provision a private PostgreSQL when DATABASE_URL is unset, migrate and serve in development
     /// mode with the simulator PSP.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum WebhookAction {
+    /// Check a Merchant-Signature header against a body: exit 0 when valid, 1 (with the reason) otherwise.
+    Verify {
+        #[arg(long)]
+        secret: String,
+        /// The Merchant-Signature header value, `t=<unix seconds>,v1=<hex>`.
+        #[arg(long)]
+        signature: String,
+        /// File with the raw request body, exactly as received.
+        #[arg(long)]
+        body: PathBuf,
+        /// Unix time to check the timestamp against (default: now).
+        #[arg(long)]
+        now: Option<u64>,
+        /// Allowed distance between the signature's timestamp and now, in seconds.
+        #[arg(long, default_value_t = acp_merchant::webhooks::signer::TOLERANCE_SECS)]
+        tolerance: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +108,8 @@ fn main() -> ExitCode {
             Command::Serve => serve(load(file, SERVE_DEFAULTS)?).await,
             Command::Migrate => migrate(load(file, SERVE_DEFAULTS)?).await,
             Command::Healthcheck { addr } => healthcheck(&addr).await,
+            Command::Worker => worker(load(file, SERVE_DEFAULTS)?).await,
+            Command::Webhook { action } => webhook_command(action),
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Demo => demo(file).await,
         }
@@ -121,6 +154,43 @@ async fn migrate(settings: Settings) -> Outcome {
     db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn worker(settings: Settings) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot start", e))?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let config = WorkerConfig::from_settings(&settings, ENV_AGENT_ID);
+    acp_merchant::webhooks::worker::run(pool.clone(), config, shutdown).await;
+    pool.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+fn webhook_command(action: WebhookAction) -> Outcome {
+    let WebhookAction::Verify {
+        secret,
+        signature,
+        body,
+        now,
+        tolerance,
+    } = action;
+    let bytes = std::fs::read(&body).map_err(|e| {
+        eprintln!("acp-merchant: cannot read {}: {e}", body.display());
+        EXIT_FAILURE
+    })?;
+    let now = now.unwrap_or_else(|| chrono::Utc::now().timestamp().max(0) as u64);
+    match acp_merchant::webhooks::signer::verify(&secret, &signature, &bytes, now, tolerance) {
+        Ok(()) => {
+            println!("valid");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            Err(EXIT_FAILURE)
+        }
+    }
 }
 
 async fn catalog_command(settings: Settings, action: CatalogAction) -> Outcome {

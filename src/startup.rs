@@ -11,9 +11,11 @@ use crate::{
     checkout::{compute::ShopRules, service::Checkout},
     config::{PspKind, Settings},
     db,
+    http::extract::ENV_AGENT_ID,
     http::{self, AppState},
     protocol::WireContext,
     psp::{Psp, simulator::Simulator, stripe::Stripe},
+    webhooks::worker::WorkerConfig,
 };
 
 /// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens).
@@ -167,6 +169,10 @@ impl Application {
             state.settings.expiry_sweep_interval,
             shutdown.clone(),
         ));
+        if state.settings.webhook_worker_enabled {
+            let config = WorkerConfig::from_settings(&state.settings, ENV_AGENT_ID);
+            workers.spawn(crate::webhooks::worker::run(state.db.clone(), config, shutdown.clone()));
+        }
         workers.spawn(sweep_idempotency_keys(
             state.db.clone(),
             state.settings.idempotency_sweep_interval,

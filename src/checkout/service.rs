@@ -29,7 +29,12 @@ use super::{
 };
 use crate::{
     catalog::{self, VariantRow},
+    orders::{
+        self,
+        model::{Order, OrderLine},
+    },
     psp::{self, ChargeOutcome, ChargeRequest, Psp, PspError, ThreeDsData},
+    webhooks::outbox,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -500,33 +505,47 @@ async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Creates the order and its `order_create` event, in the completing transaction.
 async fn insert_order(
     conn: &mut PgConnection,
     s: &Session,
     order_id: &str,
     charge_id: &str,
 ) -> Result<(), sqlx::Error> {
-    let data = serde_json::json!({
-        "lines": s.computed.lines,
-        "totals": s.computed.totals,
-        "selected": s.computed.selected,
-        "fulfillment_details": s.fulfillment_details,
-        "order_notes": s.order_notes,
-    });
-    sqlx::query(
-        "insert into merchant_order (order_id, checkout_session_id, agent_id, status, currency, total_amount,
-                                     psp_charge_id, data)
-         values ($1, $2, $3, 'confirmed', $4, $5, $6, $7)",
-    )
-    .bind(order_id)
-    .bind(&s.id)
-    .bind(&s.agent_id)
-    .bind(&s.currency)
-    .bind(s.computed.total())
-    .bind(charge_id)
-    .bind(data)
-    .execute(conn)
-    .await?;
+    let now = Utc::now();
+    let permalink_url = s.order.as_ref().map(|o| o.permalink_url.clone()).unwrap_or_default();
+    let order = Order {
+        id: order_id.to_owned(),
+        checkout_session_id: s.id.clone(),
+        agent_id: s.agent_id.clone(),
+        api_version: s.api_version.clone(),
+        permalink_url,
+        currency: s.currency.clone(),
+        charge_id: charge_id.to_owned(),
+        lines: s
+            .computed
+            .lines
+            .iter()
+            .map(|l| OrderLine {
+                id: l.id.clone(),
+                item_id: l.item_id.clone(),
+                title: l.name.clone(),
+                product_id: l.product_id.clone(),
+                unit_price: l.unit_amount,
+                ordered: l.quantity,
+                current: l.quantity,
+                fulfilled: 0,
+            })
+            .collect(),
+        fulfillments: Vec::new(),
+        adjustments: Vec::new(),
+        totals: s.computed.totals.clone(),
+        canceled: false,
+        created_at: now,
+        updated_at: now,
+    };
+    orders::insert(conn, &order).await?;
+    outbox::enqueue(conn, &order, "order_create").await?;
     Ok(())
 }
 

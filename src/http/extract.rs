@@ -199,3 +199,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AcpJson<T> {
         parse_value(value).map(AcpJson)
     }
 }
+
+/// Like [`AcpJson`] for operations whose body is optional: an empty body yields `T::default()`.
+pub struct AcpJsonOrDefault<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for AcpJsonOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match read_json(request, state.settings.max_body_bytes).await? {
+            Some(value) => parse_value(value).map(AcpJsonOrDefault),
+            None => Ok(AcpJsonOrDefault(T::default())),
+        }
+    }
+}

@@ -51,6 +51,11 @@ impl From<IdempotencyError> for ApiError {
 }
 
 impl Idempotency {
+    /// The client's key, for operations that derive ids from it.
+    pub async fn key(&self) -> String {
+        self.0.claim.lock().await.scope.key.clone()
+    }
+
     pub async fn recovery_point(&self) -> RecoveryPoint {
         self.0.claim.lock().await.recovery_point
     }
@@ -155,6 +160,46 @@ async fn guarded(state: &AppState, request: Request, next: Next) -> Result<Respo
         // Only versions where the key is optional get here; they run without idempotency.
         return Ok(next.run(Request::from_parts(parts, body)).await);
     };
+    claim_and_run(state, parts, body, next, call.agent_id, key).await
+}
+
+/// The owner of admin keys: one scope for the merchant's operators.
+const ADMIN_OWNER: &str = "admin";
+
+/// The same layer for the admin API's POSTs: admin bearer first, and the key is required.
+pub async fn admin_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    if let Err(e) = super::admin::Admin::from_request_parts(&mut parts, &state).await {
+        return e.into_response();
+    }
+    let key = match key_of(&parts) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "Idempotency-Key header is required on admin operations",
+            )
+            .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    match claim_and_run(&state, parts, body, next, ADMIN_OWNER.to_owned(), key).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn claim_and_run(
+    state: &AppState,
+    mut parts: Parts,
+    body: Body,
+    next: Next,
+    owner: String,
+    key: String,
+) -> Result<Response, Response> {
     let limit = state.settings.max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -165,7 +210,7 @@ async fn guarded(state: &AppState, request: Request, next: Next) -> Result<Respo
         .into_response()
     })?;
     let scope = Scope {
-        agent_id: call.agent_id,
+        agent_id: owner,
         method: "POST".into(),
         path: parts.uri.path().to_owned(),
         key,

@@ -1,6 +1,7 @@
 //! HTTP surface: routes, shared state and the layers every request passes through.
 
 pub mod admin;
+pub mod admin_orders;
 pub mod checkout;
 pub mod extract;
 pub mod health;
@@ -42,7 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/openapi/2026-04-17.json", get(openapi_2026_04_17))
         .merge(checkout::router(&state))
-        .merge(admin::router());
+        .merge(admin::router())
+        .merge(admin_orders::router(&state));
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

@@ -26,3 +26,9 @@ where
 {
     Option::<T>::deserialize(deserializer).map(Some)
 }
+
+/// The webhook body for `order`, in the ACP version of the session it came from (the only one served today is
+/// 2026-04-17; older versions get their own shapes with the all-versions work).
+pub fn webhook_body(event_type: &str, order: &crate::orders::model::Order) -> Value {
+    v2026_04_17::webhook_body(event_type, order)
+}

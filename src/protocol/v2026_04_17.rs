@@ -421,3 +421,73 @@ pub fn render(s: &Session, ctx: &WireContext) -> Value {
     }
     v
 }
+
+/// The full `Order` as 2026-04-17 defines it (complete response `order` is the short form; webhooks carry this).
+pub fn render_order(o: &crate::orders::model::Order) -> Value {
+    let lines: Vec<Value> = o
+        .lines
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.id,
+                "title": l.title,
+                "product_id": l.product_id,
+                "unit_price": l.unit_price,
+                "subtotal": l.unit_price * i64::from(l.ordered),
+                "quantity": {"ordered": l.ordered, "current": l.current, "fulfilled": l.fulfilled},
+                "status": l.status(),
+            })
+        })
+        .collect();
+    let fulfillments: Vec<Value> = o
+        .fulfillments
+        .iter()
+        .map(|f| {
+            let mut v = json!({
+                "id": f.id,
+                "type": f.kind,
+                "status": f.status,
+                "line_items": f.line_items.iter().map(|(id, q)| json!({"id": id, "quantity": q})).collect::<Vec<_>>(),
+                "events": f.events.iter().map(|e| json!({"id": e.id, "type": e.kind, "occurred_at": e.occurred_at.to_rfc3339()})).collect::<Vec<_>>(),
+            });
+            for (key, value) in [("carrier", &f.carrier), ("tracking_number", &f.tracking_number), ("tracking_url", &f.tracking_url)] {
+                if let Some(value) = value {
+                    v[key] = json!(value);
+                }
+            }
+            v
+        })
+        .collect();
+    let adjustments: Vec<Value> = o
+        .adjustments
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "id": a.id, "type": a.kind, "occurred_at": a.occurred_at.to_rfc3339(), "status": a.status,
+                "amount": a.amount, "currency": o.currency,
+            });
+            if let Some(reason) = &a.reason {
+                v["reason"] = json!(reason);
+            }
+            v
+        })
+        .collect();
+    let mut order_totals = totals(&o.totals);
+    order_totals.push(json!({"type": "amount_refunded", "display_text": "Refunded", "amount": o.amount_refunded()}));
+    json!({
+        "type": "order",
+        "id": o.id,
+        "checkout_session_id": o.checkout_session_id,
+        "permalink_url": o.permalink_url,
+        "status": o.status(),
+        "line_items": lines,
+        "fulfillments": fulfillments,
+        "adjustments": adjustments,
+        "totals": order_totals,
+    })
+}
+
+/// `WebhookEvent`: `{type, data: full Order}`; the schema forbids anything else in the body.
+pub fn webhook_body(event_type: &str, order: &crate::orders::model::Order) -> Value {
+    json!({"type": event_type, "data": render_order(order)})
+}

@@ -1,0 +1,328 @@
+//! Admin API for orders and webhook deliveries. Order operations are idempotent (`Idempotency-Key` required) and
+//! each emits an `order_update` webhook with the full order.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppState,
+    admin::Admin,
+    extract::{AcpJson, AcpJsonOrDefault},
+    idempotent::{self, MaybeIdempotency},
+};
+use crate::{
+    error::ApiError,
+    orders::{
+        self,
+        service::{self as ops, OrderError, ShipInput},
+    },
+    protocol::v2026_04_17::render_order,
+};
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/orders", get(list_orders))
+        .route("/admin/orders/{id}", get(get_order))
+        .route("/admin/orders/{id}/ship", post(ship))
+        .route("/admin/orders/{id}/deliver", post(deliver))
+        .route("/admin/orders/{id}/refund", post(refund))
+        .route("/admin/orders/{id}/cancel", post(cancel))
+        .route("/admin/webhooks/deliveries", get(list_deliveries))
+        .route("/admin/webhooks/deliveries/replay-dead", post(replay_dead))
+        .route("/admin/webhooks/deliveries/{id}", get(show_delivery))
+        .route("/admin/webhooks/deliveries/{id}/replay", post(replay_one))
+        .route("/admin/webhooks/secret", post(rotate_secret))
+        .layer(middleware::from_fn_with_state(state.clone(), idempotent::admin_layer))
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::NotFound => ApiError::not_found("Order not found"),
+            OrderError::Invalid { param, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
+            }
+            OrderError::Psp(e @ crate::psp::PspError::Refused(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "psp_refused", e.to_string())
+            }
+            OrderError::Psp(e) => {
+                tracing::warn!(error = %e, "payment provider unavailable for an order operation");
+                ApiError::unavailable("The payment provider is unavailable; retry later").with_retry_after(2)
+            }
+            OrderError::Db(e) => e.into(),
+        }
+    }
+}
+
+async fn op_key(idem: &MaybeIdempotency) -> String {
+    match &idem.0 {
+        Some(i) => i.key().await,
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+fn order_json(order: &orders::model::Order) -> Response {
+    Json(render_order(order)).into_response()
+}
+
+#[derive(Deserialize)]
+struct OrderFilter {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(f): Query<OrderFilter>,
+) -> Result<Response, ApiError> {
+    let rows: Vec<(String, String, String, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select order_id, checkout_session_id, status, total_amount, currency, created_at from merchant_order
+         where ($1::text is null or status = $1) order by created_at desc limit $2",
+    )
+    .bind(&f.status)
+    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .fetch_all(&state.db)
+    .await?;
+    let orders: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, session, status, total, currency, created)| {
+            json!({"id": id, "checkout_session_id": session, "status": status, "total": total,
+                   "currency": currency, "created_at": created})
+        })
+        .collect();
+    Ok(Json(json!({"orders": orders})).into_response())
+}
+
+async fn get_order(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let order = orders::load(&mut *state.db.acquire().await?, &id, false)
+        .await?
+        .ok_or(OrderError::NotFound)?;
+    Ok(order_json(&order))
+}
+
+#[derive(Deserialize)]
+struct LineIn {
+    id: String,
+    quantity: u32,
+}
+
+#[derive(Deserialize)]
+struct ShipIn {
+    carrier: String,
+    tracking_number: String,
+    #[serde(default)]
+    tracking_url: Option<String>,
+    #[serde(default)]
+    line_items: Option<Vec<LineIn>>,
+}
+
+async fn ship(
+    State(state): State<AppState>,
+    idem: MaybeIdempotency,
+    Path(id): Path<String>,
+    AcpJson(body): AcpJson<ShipIn>,
+) -> Result<Response, ApiError> {
+    let input = ShipInput {
+        carrier: body.carrier,
+        tracking_number: body.tracking_number,
+        tracking_url: body.tracking_url,
+        line_items: body
+            .line_items
+            .map(|l| l.into_iter().map(|l| (l.id, l.quantity)).collect()),
+    };
+    let order = ops::ship(&state.db, &id, input, &op_key(&idem).await).await?;
+    Ok(order_json(&order))
+}
+
+#[derive(Deserialize, Default)]
+struct DeliverIn {
+    #[serde(default)]
+    fulfillment_id: Option<String>,
+}
+
+async fn deliver(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AcpJsonOrDefault(body): AcpJsonOrDefault<DeliverIn>,
+) -> Result<Response, ApiError> {
+    let order = ops::deliver(&state.db, &id, body.fulfillment_id.as_deref()).await?;
+    Ok(order_json(&order))
+}
+
+#[derive(Deserialize, Default)]
+struct RefundIn {
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn refund(
+    State(state): State<AppState>,
+    idem: MaybeIdempotency,
+    Path(id): Path<String>,
+    AcpJsonOrDefault(body): AcpJsonOrDefault<RefundIn>,
+) -> Result<Response, ApiError> {
+    let order = ops::refund(
+        &state.db,
+        &state.checkout.psp,
+        &id,
+        body.amount,
+        body.reason,
+        &op_key(&idem).await,
+    )
+    .await?;
+    Ok(order_json(&order))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    idem: MaybeIdempotency,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let order = ops::cancel(&state.db, &state.checkout.psp, &id, &op_key(&idem).await).await?;
+    Ok(order_json(&order))
+}
+
+#[derive(Deserialize)]
+struct DeliveryFilter {
+    status: Option<String>,
+    order_id: Option<String>,
+    limit: Option<i64>,
+}
+
+type EventRow = (
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+fn event_json(r: EventRow) -> Value {
+    json!({"id": r.0, "order_id": r.1, "agent_id": r.2, "type": r.3, "status": r.4, "attempts": r.5,
+           "last_error": r.6, "created_at": r.7, "delivered_at": r.8})
+}
+
+type AttemptRow = (chrono::DateTime<chrono::Utc>, String, Option<i32>, Option<String>, i32);
+
+const EVENT_COLUMNS: &str =
+    "event_id, order_id, agent_id, event_type, status, attempts, last_error, created_at, delivered_at";
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(f): Query<DeliveryFilter>,
+) -> Result<Response, ApiError> {
+    let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {EVENT_COLUMNS} from webhook_event
+         where ($1::text is null or status = $1) and ($2::text is null or order_id = $2)
+         order by sequence desc limit $3"
+    )))
+    .bind(&f.status)
+    .bind(&f.order_id)
+    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(json!({"deliveries": rows.into_iter().map(event_json).collect::<Vec<_>>()})).into_response())
+}
+
+fn parse_event_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("No such delivery"))
+}
+
+async fn show_delivery(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_event_id(&id)?;
+    let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {EVENT_COLUMNS} from webhook_event where event_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    let row = row.ok_or_else(|| ApiError::not_found("No such delivery"))?;
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "select attempted_at, url, response_status, error, duration_ms from webhook_attempt
+         where event_id = $1 order by webhook_attempt_id",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    let mut body = event_json(row);
+    body["attempts"] = attempts
+        .into_iter()
+        .map(|(at, url, status, error, ms)| json!({"attempted_at": at, "url": url, "response_status": status, "error": error, "duration_ms": ms}))
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+async fn replay_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_event_id(&id)?;
+    let updated = sqlx::query(
+        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
+         where event_id = $1 and status = 'dead'",
+    )
+    .bind(id)
+    .execute(&state.db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            "Only dead deliveries can be replayed",
+        ));
+    }
+    Ok(Json(json!({"replayed": 1})).into_response())
+}
+
+async fn replay_dead(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let updated = sqlx::query(
+        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
+         where status = 'dead'",
+    )
+    .execute(&state.db)
+    .await?;
+    Ok(Json(json!({"replayed": updated.rows_affected()})).into_response())
+}
+
+#[derive(Deserialize)]
+struct SecretIn {
+    #[serde(default)]
+    agent_id: Option<String>,
+    secret: String,
+}
+
+/// Rotates an agent's signing secret; deliveries attempted from now on are signed with it.
+async fn rotate_secret(State(state): State<AppState>, AcpJson(body): AcpJson<SecretIn>) -> Result<Response, ApiError> {
+    if body.secret.len() < 16 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "The secret must be at least 16 characters",
+        )
+        .with_param("$.secret"));
+    }
+    let agent_id = body.agent_id.unwrap_or_else(|| super::extract::ENV_AGENT_ID.to_owned());
+    sqlx::query(
+        "insert into agent_webhook_secret (agent_id, secret) values ($1, $2)
+         on conflict (agent_id) do update set secret = excluded.secret, rotated_at = now()",
+    )
+    .bind(&agent_id)
+    .bind(&body.secret)
+    .execute(&state.db)
+    .await?;
+    tracing::info!(%agent_id, "webhook signing secret rotated");
+    Ok(Json(json!({"agent_id": agent_id, "rotated": true})).into_response())
+}
