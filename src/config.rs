@@ -106,9 +106,40 @@ pub fn env_name(key: &str) -> String {
 
 /// A secret string that cannot be printed, logged or serialized by accident: `Debug` and `Display` redact it and
 /// it implements no `Serialize`. Reading it takes an explicit [`Secret::expose`].
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        lenient_string(deserializer).map(Secret)
+    }
+}
+
+/// Environment values are parsed loosely (`ACP_X=600` arrives as a number), so text settings accept numbers and
+/// booleans and keep their text form: a numeric token or BIN stays what the operator typed.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(s) => s,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Flag(b) => b.to_string(),
+    })
+}
+
+fn lenient_opt_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    lenient_string(deserializer).map(Some)
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -194,16 +225,21 @@ pub struct ThreeDsSettings {
 struct RawSettings {
     env: Environment,
     database_url: Option<Secret>,
+    #[serde(deserialize_with = "lenient_string")]
     listen_addr: String,
+    #[serde(deserialize_with = "lenient_string")]
     public_base_url: String,
     agent_api_key: Option<Secret>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
     agent_webhook_url: Option<String>,
     agent_webhook_secret: Option<Secret>,
     admin_token: Option<Secret>,
     psp: PspKind,
     stripe_secret_key: Option<Secret>,
+    #[serde(deserialize_with = "lenient_string")]
     stripe_api_base: String,
     log_format: LogFormat,
+    #[serde(deserialize_with = "lenient_string")]
     log_level: String,
     migrate_on_start: bool,
     db_max_connections: u32,
@@ -217,13 +253,19 @@ struct RawSettings {
     debug_routes: bool,
     session_ttl_secs: u64,
     expiry_sweep_interval_ms: u64,
+    #[serde(deserialize_with = "lenient_string")]
     ship_to_countries: String,
     shipping_standard_amount: u32,
     shipping_express_amount: u32,
+    #[serde(deserialize_with = "lenient_string")]
     payment_merchant_id: String,
+    #[serde(deserialize_with = "lenient_string")]
     terms_of_use_url: String,
+    #[serde(deserialize_with = "lenient_string")]
     privacy_policy_url: String,
+    #[serde(deserialize_with = "lenient_string")]
     return_policy_url: String,
+    #[serde(deserialize_with = "lenient_string")]
     stripe_api_version: String,
     stripe_token_param: StripeTokenParam,
     stripe_capture_method: CaptureMethod,
@@ -231,13 +273,19 @@ struct RawSettings {
     stripe_timeout_ms: u64,
     stripe_max_retries: u32,
     stripe_retry_backoff_ms: u64,
+    #[serde(deserialize_with = "lenient_string")]
     threeds_acquirer_bin: String,
+    #[serde(deserialize_with = "lenient_string")]
     threeds_acquirer_country: String,
+    #[serde(deserialize_with = "lenient_string")]
     threeds_acquirer_merchant_id: String,
+    #[serde(deserialize_with = "lenient_string")]
     threeds_merchant_name: String,
+    #[serde(deserialize_with = "lenient_string")]
     threeds_directory_server: String,
     webhook_worker_enabled: bool,
     webhook_poll_interval_ms: u64,
+    #[serde(deserialize_with = "lenient_string")]
     webhook_retry_schedule_ms: String,
     webhook_max_age_secs: u64,
     webhook_connect_timeout_ms: u64,
@@ -887,6 +935,21 @@ mod tests {
         let err = dev(&[("database_url", "mysql://user:hunter2@x/db")]).unwrap_err();
         assert_eq!(err.setting, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn numeric_looking_text_settings_keep_their_text() {
+        let s = dev(&[
+            ("admin_token", "123456789012345678901234567890"),
+            ("threeds_acquirer_bin", "424242"),
+            ("webhook_retry_schedule_ms", "600"),
+            ("payment_merchant_id", "42"),
+        ])
+        .expect("numbers are fine where text is expected");
+        assert_eq!(s.admin_token.unwrap().expose(), "123456789012345678901234567890");
+        assert_eq!(s.three_ds.acquirer_bin, "424242");
+        assert_eq!(s.webhook_retry_schedule, vec![Duration::from_millis(600)]);
+        assert_eq!(s.payment_merchant_id, "42");
     }
 
     #[test]

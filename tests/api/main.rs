@@ -15,3 +15,4 @@ mod own_openapi;
 mod readiness;
 mod shutdown;
 mod stripe;
+mod webhooks;
