@@ -11,33 +11,87 @@ use test_support::webhook_receiver::{Behaviour, Delivery, Validator, WebhookRece
 use crate::{
     helpers::{ADMIN_TOKEN, AGENT_KEY, API_VERSION, BIN, ChildServer, TestApp, TestDb, spawn_app_with},
     lifecycle::{TEE, count, create, create_body, payment, session},
-    official::schemas,
+    official::spec_dir,
 };
 
 const SECRET: &str = "whsec_test_secret_0123456789";
 
-/// The official webhook body: `WebhookEvent` = `{type, data}` (nothing else), `data` = `EventDataOrder` (an
-/// `Order` that must carry type, checkout_session_id, permalink_url and status).
+/// Where the two official OpenAPI documents are registered, so the webhook document's relative `$ref` to
+/// `./openapi.agentic_checkout.yaml#/components/schemas/Order` resolves to the checkout document.
+const OPENAPI_BASE: &str = "https://acp.test/spec/2026-04-17/openapi/";
+
+/// `WebhookEvent` of the official 2026-04-17 webhook OpenAPI (`{type, data: EventDataOrder}`, where
+/// `EventDataOrder` is the checkout OpenAPI's `Order` plus required type, checkout_session_id, permalink_url and
+/// status), compiled from the official files themselves. None when the spec folder is unavailable.
+fn official_webhook_schema() -> Option<Arc<jsonschema::Validator>> {
+    static VALIDATOR: std::sync::OnceLock<Option<Arc<jsonschema::Validator>>> = std::sync::OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| {
+            let dir = spec_dir()?.join("spec/2026-04-17/openapi");
+            let load = |name: &str| -> Value {
+                let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            let documents = ["openapi.agentic_checkout_webhook.yaml", "openapi.agentic_checkout.yaml"]
+                .map(|name| (format!("{OPENAPI_BASE}{name}"), load(name)));
+            let registry = jsonschema::Registry::new()
+                .draft(jsonschema::Draft::Draft202012)
+                .extend(documents)
+                .and_then(|builder| builder.prepare())
+                .expect("official OpenAPI documents register");
+            let root = json!({"$ref": format!("{OPENAPI_BASE}openapi.agentic_checkout_webhook.yaml#/components/schemas/WebhookEvent")});
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .with_registry(&registry)
+                .build(&root)
+                .expect("WebhookEvent compiles");
+            Some(Arc::new(validator))
+        })
+        .clone()
+}
+
 fn official_validator() -> Validator {
-    Arc::new(|body: &Value| {
-        let object = body.as_object().ok_or("the body is not an object")?;
-        if object.keys().any(|k| k != "type" && k != "data") || !body["type"].is_string() {
-            return Err(format!("not a WebhookEvent: {body}"));
-        }
-        let data = &body["data"];
-        for required in ["type", "checkout_session_id", "permalink_url", "status", "id"] {
-            if data.get(required).is_none() {
-                return Err(format!("EventDataOrder lacks {required}"));
+    let schema = official_webhook_schema();
+    Arc::new(move |body: &Value| match &schema {
+        Some(v) => {
+            let errors: Vec<String> = v
+                .iter_errors(body)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
             }
         }
-        if data["type"] != "order" {
-            return Err("data.type must be order".into());
-        }
-        match schemas(API_VERSION) {
-            Some(s) => s.validate("Order", data).map_err(|e| e.join("; ")),
-            None => Ok(()),
-        }
+        None => Ok(()),
     })
+}
+
+#[test]
+fn the_official_webhook_schema_is_really_enforced() {
+    let Some(schema) = official_webhook_schema() else {
+        return;
+    };
+    let order = json!({"type": "order", "id": "ord_1", "checkout_session_id": "cs_1",
+                       "permalink_url": "https://shop.example.com/orders/ord_1", "status": "confirmed"});
+    assert!(schema.is_valid(&json!({"type": "order_create", "data": order})));
+    assert!(
+        !schema.is_valid(&json!({"type": "order_create", "data": order, "extra": 1})),
+        "no extra fields"
+    );
+    let mut no_status = order.clone();
+    no_status.as_object_mut().unwrap().remove("status");
+    assert!(
+        !schema.is_valid(&json!({"type": "order_update", "data": no_status})),
+        "EventDataOrder needs status"
+    );
+    let mut bad_line = order.clone();
+    bad_line["line_items"] = json!([{"id": "li_1"}]);
+    assert!(
+        !schema.is_valid(&json!({"type": "order_update", "data": bad_line})),
+        "Order's own rules apply"
+    );
 }
 
 async fn receiver() -> WebhookReceiver {
@@ -581,4 +635,145 @@ async fn the_verify_command_agrees_with_the_signer() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does not match"));
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn cancel_refunds_an_unshipped_order_and_full_refunds_are_bounded() {
+    let receiver = receiver().await;
+    let app = app_for(&receiver, &[]).await;
+
+    let unshipped = buy(&app).await;
+    let r = admin(
+        &app,
+        &format!("/admin/orders/{unshipped}/cancel"),
+        "cancel-1",
+        &json!({}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let canceled: Value = r.json().await.unwrap();
+    assert_eq!(canceled["status"], "canceled");
+    assert!(
+        canceled["line_items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "removed")
+    );
+    let total = canceled["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "total")
+        .unwrap()["amount"]
+        .clone();
+    assert_eq!(
+        canceled["adjustments"][0]["amount"], total,
+        "everything paid is refunded"
+    );
+    let again = admin(
+        &app,
+        &format!("/admin/orders/{unshipped}/cancel"),
+        "cancel-2",
+        &json!({}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        count(&app, "simulator_refund").await,
+        1,
+        "a second cancel refunds nothing more"
+    );
+
+    let shipped = buy(&app).await;
+    admin(
+        &app,
+        &format!("/admin/orders/{shipped}/ship"),
+        "ship-x",
+        &json!({"carrier": "UPS", "tracking_number": "1Z9"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    let r = admin(&app, &format!("/admin/orders/{shipped}/cancel"), "cancel-3", &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "a shipped order is refunded, not canceled"
+    );
+    let r = admin(&app, &format!("/admin/orders/{shipped}/refund"), "full-1", &json!({}))
+        .send()
+        .await
+        .unwrap();
+    let full: Value = r.json().await.unwrap();
+    let refunded = full["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "amount_refunded")
+        .unwrap()["amount"]
+        .clone();
+    let total = full["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "total")
+        .unwrap()["amount"]
+        .clone();
+    assert_eq!(refunded, total);
+    let r = admin(
+        &app,
+        &format!("/admin/orders/{shipped}/refund"),
+        "full-2",
+        &json!({"amount": 1}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "nothing is left to refund");
+    let r = app
+        .client
+        .post(app.url(&format!("/admin/orders/{shipped}/refund")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "admin operations need an Idempotency-Key"
+    );
+
+    for order in [&unshipped, &shipped] {
+        let last = format!("{order}");
+        assert!(
+            receiver
+                .wait_until(Duration::from_secs(5), |_| {
+                    accepted_for(&receiver, &last)
+                        .last()
+                        .is_some_and(|d| d.body["data"]["adjustments"].as_array().is_some_and(|a| !a.is_empty()))
+                })
+                .await,
+            "the agent hears about {order}'s refund"
+        );
+    }
+    let list: Value = app
+        .client
+        .get(app.url("/admin/orders?status=canceled"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["orders"].as_array().unwrap().len(), 1);
 }
