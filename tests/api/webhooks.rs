@@ -753,7 +753,7 @@ async fn cancel_refunds_an_unshipped_order_and_full_refunds_are_bounded() {
     );
 
     for order in [&unshipped, &shipped] {
-        let last = format!("{order}");
+        let last = order.to_string();
         assert!(
             receiver
                 .wait_until(Duration::from_secs(5), |_| {
