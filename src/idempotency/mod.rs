@@ -95,6 +95,32 @@ pub struct Policy {
     pub retention: Duration,
 }
 
+/// A statement whose first four parameters are the record's scope (agent, method, path, key).
+fn scoped<'q>(
+    sql: &'static str,
+    scope: &'q Scope,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&scope.agent_id)
+        .bind(&scope.method)
+        .bind(&scope.path)
+        .bind(&scope.key)
+}
+
+fn scoped_as<'q, O>(
+    sql: &'static str,
+    scope: &'q Scope,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    sqlx::query_as(sql)
+        .bind(&scope.agent_id)
+        .bind(&scope.method)
+        .bind(&scope.path)
+        .bind(&scope.key)
+}
+
 type Row = (
     Vec<u8>,
     String,
@@ -112,27 +138,21 @@ pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Pol
     let lease_ms = policy.lease.as_millis() as f64;
     let retention_ms = policy.retention.as_millis() as f64;
     // Expired records are gone as far as ACP is concerned: clear this one (if it is) before claiming.
-    sqlx::query(
+    scoped(
         "delete from idempotency_record
          where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and expires_at <= now()",
+        scope,
     )
-    .bind(&scope.agent_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.key)
     .execute(pool)
     .await?;
-    let inserted = sqlx::query(
+    let inserted = scoped(
         "insert into idempotency_record
              (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at)
          values ($1, $2, $3, $4, $5, 'in_flight', $6,
                  now() + $7 * interval '1 millisecond', now() + $8 * interval '1 millisecond')
          on conflict do nothing",
+        scope,
     )
-    .bind(&scope.agent_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.key)
     .bind(fingerprint)
     .bind(holder)
     .bind(lease_ms)
@@ -147,17 +167,14 @@ pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Pol
             psp_idempotency_key: None,
         }));
     }
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = scoped_as(
         "select fingerprint, state, lease_until <= now(), recovery_point = 'payment_attempted',
                 response_status, response_headers, response_body,
                 greatest(extract(epoch from lease_until - now()), 0)::float8
          from idempotency_record
          where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4",
+        scope,
     )
-    .bind(&scope.agent_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.key)
     .fetch_optional(pool)
     .await?;
     let Some((stored_fingerprint, state, lease_over, _, status, headers, body, lease_left)) = row else {
@@ -187,17 +204,14 @@ pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Pol
 
 /// Takes over a record whose holder's lease ended (its process died or hung): exactly one retry wins.
 async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) -> Result<Begin, sqlx::Error> {
-    let taken: Option<(String, Option<String>)> = sqlx::query_as(
+    let taken: Option<(String, Option<String>)> = scoped_as(
         "update idempotency_record
          set holder = $5, lease_until = now() + $6 * interval '1 millisecond'
          where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4
            and state = 'in_flight' and lease_until <= now()
          returning recovery_point, psp_idempotency_key",
+        scope,
     )
-    .bind(&scope.agent_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.key)
     .bind(holder)
     .bind(lease_ms)
     .fetch_optional(pool)
@@ -224,15 +238,12 @@ impl Claim {
     /// Recovery point: from here on the PSP may hold a charge under `psp_key`. Written in the transaction that
     /// reserves stock and marks the session, so a retry knows to resume rather than start over.
     pub async fn payment_attempted(&mut self, conn: &mut PgConnection, psp_key: &str) -> Result<(), IdempotencyError> {
-        let updated = sqlx::query(
+        let updated = scoped(
             "update idempotency_record set recovery_point = 'payment_attempted', psp_idempotency_key = $6
              where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
                and state = 'in_flight'",
+            &self.scope,
         )
-        .bind(&self.scope.agent_id)
-        .bind(&self.scope.method)
-        .bind(&self.scope.path)
-        .bind(&self.scope.key)
         .bind(self.holder)
         .bind(psp_key)
         .execute(conn)
@@ -248,16 +259,13 @@ impl Claim {
     /// Stores the response and marks the record finished, in the caller's (business) transaction.
     pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), IdempotencyError> {
         let headers = serde_json::to_value(&response.headers).unwrap_or_default();
-        let updated = sqlx::query(
+        let updated = scoped(
             "update idempotency_record
              set state = 'finished', response_status = $6, response_headers = $7, response_body = $8
              where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
                and state = 'in_flight'",
+            &self.scope,
         )
-        .bind(&self.scope.agent_id)
-        .bind(&self.scope.method)
-        .bind(&self.scope.path)
-        .bind(&self.scope.key)
         .bind(self.holder)
         .bind(response.status as i16)
         .bind(headers)
@@ -272,15 +280,12 @@ impl Claim {
 
     /// Forgets the record (after a 5xx), so a retry runs fresh.
     pub async fn release(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        scoped(
             "delete from idempotency_record
              where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
                and state = 'in_flight'",
+            &self.scope,
         )
-        .bind(&self.scope.agent_id)
-        .bind(&self.scope.method)
-        .bind(&self.scope.path)
-        .bind(&self.scope.key)
         .bind(self.holder)
         .execute(pool)
         .await?;

@@ -220,6 +220,11 @@ impl TestApp {
         request
     }
 
+    /// POST `body` with all ACP headers and a chosen `Idempotency-Key` (for replay and conflict tests).
+    pub fn acp_post_keyed(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        agent_post(&format!("http://{}", self.addr), path, key, body)
+    }
+
     /// POST `body` as JSON with all ACP headers.
     pub fn acp_post(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
         self.acp(reqwest::Method::POST, path).json(body)
@@ -426,4 +431,14 @@ pub fn assert_logs_hold_no_tokens() {
     );
     let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("spt_")).collect();
     assert!(leaks.is_empty(), "payment tokens reached the logs: {leaks:#?}");
+}
+
+/// An agent's POST to any server (in-process or a child process at `base`), with a chosen `Idempotency-Key`.
+pub fn agent_post(base: &str, path: &str, key: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(AGENT_KEY)
+        .header("API-Version", API_VERSION)
+        .header("Idempotency-Key", key)
+        .json(body)
 }

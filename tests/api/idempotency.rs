@@ -6,7 +6,9 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{AGENT_KEY, API_VERSION, ChildServer, TestApp, TestDb, eventually, spawn_app, spawn_app_with},
+    helpers::{
+        AGENT_KEY, API_VERSION, ChildServer, TestApp, TestDb, agent_post, eventually, spawn_app, spawn_app_with,
+    },
     lifecycle::{TEE, count, create, create_body, error, payment, session},
 };
 
@@ -31,16 +33,6 @@ async fn post_raw(app: &TestApp, path: &str, key: &str, body: &str) -> Response 
         .unwrap()
 }
 
-/// `acp_post` with a chosen key (reqwest appends headers, so the helper's fresh key must not be sent too).
-fn post_with_key(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(AGENT_KEY)
-        .header("API-Version", API_VERSION)
-        .header("Idempotency-Key", key)
-        .json(body)
-}
-
 #[tokio::test]
 async fn a_replay_returns_the_original_status_and_body_without_side_effects() {
     let app = spawn_app().await;
@@ -59,12 +51,14 @@ async fn a_replay_returns_the_original_status_and_body_without_side_effects() {
     // Complete: the replay neither charges nor orders again.
     let id: Value = serde_json::from_slice(&first_body).unwrap();
     let path = format!("/checkout_sessions/{}/complete", id["id"].as_str().unwrap());
-    let paid = post_with_key(&app, &path, "k-pay", &payment("spt_sim_ok"))
+    let paid = app
+        .acp_post_keyed(&path, "k-pay", &payment("spt_sim_ok"))
         .send()
         .await
         .unwrap();
     let paid_body = session(paid, StatusCode::OK).await;
-    let replayed = post_with_key(&app, &path, "k-pay", &payment("spt_sim_ok"))
+    let replayed = app
+        .acp_post_keyed(&path, "k-pay", &payment("spt_sim_ok"))
         .send()
         .await
         .unwrap();
@@ -79,12 +73,14 @@ async fn a_replay_returns_the_original_status_and_body_without_side_effects() {
 async fn four_hundreds_are_stored_and_replayed_too() {
     let app = spawn_app().await;
     let body = create_body(json!([{"id": "no_such_item"}]));
-    let first = post_with_key(&app, "/checkout_sessions", "k-4xx", &body)
+    let first = app
+        .acp_post_keyed("/checkout_sessions", "k-4xx", &body)
         .send()
         .await
         .unwrap();
     error(first, StatusCode::BAD_REQUEST, "invalid_item_id", None).await;
-    let again = post_with_key(&app, "/checkout_sessions", "k-4xx", &body)
+    let again = app
+        .acp_post_keyed("/checkout_sessions", "k-4xx", &body)
         .send()
         .await
         .unwrap();
@@ -98,33 +94,30 @@ async fn a_different_body_under_the_same_key_is_a_conflict() {
     let created = create(&app, json!([{"id": TEE}, {"id": "var_camp_mug_navy"}])).await;
     let path = format!("/checkout_sessions/{}", created["id"].as_str().unwrap());
 
-    let first = post_with_key(&app, &path, "k-null", &json!({"order_notes": null}))
+    let first = app
+        .acp_post_keyed(&path, "k-null", &json!({"order_notes": null}))
         .send()
         .await
         .unwrap();
     session(first, StatusCode::OK).await;
-    let absent = post_with_key(&app, &path, "k-null", &json!({})).send().await.unwrap();
+    let absent = app.acp_post_keyed(&path, "k-null", &json!({})).send().await.unwrap();
     error(absent, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_conflict", None).await;
 
     let ordered = json!({"line_items": [{"id": TEE}, {"id": "var_camp_mug_navy"}]});
     let reordered = json!({"line_items": [{"id": "var_camp_mug_navy"}, {"id": TEE}]});
     session(
-        post_with_key(&app, &path, "k-array", &ordered).send().await.unwrap(),
+        app.acp_post_keyed(&path, "k-array", &ordered).send().await.unwrap(),
         StatusCode::OK,
     )
     .await;
-    let r = post_with_key(&app, &path, "k-array", &reordered).send().await.unwrap();
+    let r = app.acp_post_keyed(&path, "k-array", &reordered).send().await.unwrap();
     error(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_conflict", None).await;
 
-    let r = post_with_key(
-        &app,
-        "/checkout_sessions",
-        "k-array",
-        &create_body(json!([{"id": TEE}])),
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = app
+        .acp_post_keyed("/checkout_sessions", "k-array", &create_body(json!([{"id": TEE}])))
+        .send()
+        .await
+        .unwrap();
     session(r, StatusCode::CREATED).await;
 }
 
@@ -132,7 +125,7 @@ async fn a_different_body_under_the_same_key_is_a_conflict() {
 async fn keys_are_scoped_to_endpoint_and_session() {
     let app = spawn_app().await;
     let a = session(
-        post_with_key(&app, "/checkout_sessions", "shared", &create_body(json!([{"id": TEE}])))
+        app.acp_post_keyed("/checkout_sessions", "shared", &create_body(json!([{"id": TEE}])))
             .send()
             .await
             .unwrap(),
@@ -143,7 +136,7 @@ async fn keys_are_scoped_to_endpoint_and_session() {
     let body = json!({"line_items": [{"id": TEE, "quantity": 2}]});
     for s in [&a, &b] {
         let path = format!("/checkout_sessions/{}", s["id"].as_str().unwrap());
-        let r = post_with_key(&app, &path, "shared", &body).send().await.unwrap();
+        let r = app.acp_post_keyed(&path, "shared", &body).send().await.unwrap();
         assert!(
             r.headers().get("idempotent-replayed").is_none(),
             "independent per session"
@@ -151,7 +144,7 @@ async fn keys_are_scoped_to_endpoint_and_session() {
         assert_eq!(session(r, StatusCode::OK).await["line_items"][0]["quantity"], 2);
     }
     let cancel = format!("/checkout_sessions/{}/cancel", a["id"].as_str().unwrap());
-    let r = post_with_key(&app, &cancel, "shared", &json!({})).send().await.unwrap();
+    let r = app.acp_post_keyed(&cancel, "shared", &json!({})).send().await.unwrap();
     assert_eq!(session(r, StatusCode::OK).await["status"], "canceled");
 }
 
@@ -160,7 +153,8 @@ async fn key_length_is_checked() {
     let app = spawn_app().await;
     let body = create_body(json!([{"id": TEE}]));
     let long = "k".repeat(256);
-    let r = post_with_key(&app, "/checkout_sessions", &long, &body)
+    let r = app
+        .acp_post_keyed("/checkout_sessions", &long, &body)
         .send()
         .await
         .unwrap();
@@ -173,7 +167,7 @@ async fn key_length_is_checked() {
     .await;
     let ok = "k".repeat(255);
     session(
-        post_with_key(&app, "/checkout_sessions", &ok, &body)
+        app.acp_post_keyed("/checkout_sessions", &ok, &body)
             .send()
             .await
             .unwrap(),
@@ -186,7 +180,7 @@ async fn key_length_is_checked() {
 async fn fifty_concurrent_creates_with_one_key_make_one_session() {
     let app = spawn_app().await;
     let body = create_body(json!([{"id": TEE}]));
-    let requests = (0..50).map(|_| post_with_key(&app, "/checkout_sessions", "k-50", &body).send());
+    let requests = (0..50).map(|_| app.acp_post_keyed("/checkout_sessions", "k-50", &body).send());
     let responses = futures_join_all(requests).await;
     let mut created = 0;
     for r in responses {
@@ -210,7 +204,7 @@ async fn fifty_concurrent_completes_with_one_key_charge_once() {
     let s = create(&app, json!([{"id": TEE}])).await;
     let path = format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap());
     let body = payment("spt_sim_ok");
-    let responses = futures_join_all((0..50).map(|_| post_with_key(&app, &path, "k-pay-50", &body).send())).await;
+    let responses = futures_join_all((0..50).map(|_| app.acp_post_keyed(&path, "k-pay-50", &body).send())).await;
     for r in responses {
         let status = r.unwrap().status();
         assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{status}");
@@ -237,7 +231,7 @@ async fn a_5xx_is_not_stored_and_the_retry_runs_fresh() {
     let s = create(&app, json!([{"id": TEE}])).await;
     let path = format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap());
     let body = payment("spt_sim_unavailable_once");
-    let failed = post_with_key(&app, &path, "k-5xx", &body).send().await.unwrap();
+    let failed = app.acp_post_keyed(&path, "k-5xx", &body).send().await.unwrap();
     assert!(failed.headers().get("retry-after").is_some());
     error(failed, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None).await;
     let got = session(
@@ -253,7 +247,7 @@ async fn a_5xx_is_not_stored_and_the_retry_runs_fresh() {
         "the session is intact after the PSP failure"
     );
 
-    let retried = post_with_key(&app, &path, "k-5xx", &body).send().await.unwrap();
+    let retried = app.acp_post_keyed(&path, "k-5xx", &body).send().await.unwrap();
     assert!(
         retried.headers().get("idempotent-replayed").is_none(),
         "processed fresh, not replayed"
@@ -269,7 +263,8 @@ async fn expired_keys_are_swept_and_then_new() {
         ("idempotency_sweep_interval_ms", "200"),
     ])
     .await;
-    let r = post_with_key(&app, "/checkout_sessions", "k-old", &create_body(json!([{"id": TEE}])))
+    let r = app
+        .acp_post_keyed("/checkout_sessions", "k-old", &create_body(json!([{"id": TEE}])))
         .send()
         .await
         .unwrap();
@@ -280,15 +275,15 @@ async fn expired_keys_are_swept_and_then_new() {
     .await;
     assert!(swept, "the sweeper removed the expired key");
     // A different body under the old key is a new request now, not a conflict.
-    let r = post_with_key(
-        &app,
-        "/checkout_sessions",
-        "k-old",
-        &create_body(json!([{"id": "var_camp_mug_navy"}])),
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = app
+        .acp_post_keyed(
+            "/checkout_sessions",
+            "k-old",
+            &create_body(json!([{"id": "var_camp_mug_navy"}])),
+        )
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("idempotent-replayed").is_none());
     session(r, StatusCode::CREATED).await;
     assert_eq!(count(&app, "checkout_session").await, 2);
@@ -312,12 +307,7 @@ async fn start_child(env: &[(&'static str, String)]) -> ChildServer {
 }
 
 fn child_post(server: &ChildServer, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    reqwest::Client::new()
-        .post(server.url(path))
-        .bearer_auth(AGENT_KEY)
-        .header("API-Version", API_VERSION)
-        .header("Idempotency-Key", key)
-        .json(body)
+    agent_post(&server.url(""), path, key, body)
 }
 
 async fn rows(db: &TestDb, table: &str) -> i64 {

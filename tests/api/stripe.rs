@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use test_support::fake_stripe::{FakeStripe, LoggedRequest};
 
 use crate::{
-    helpers::{AGENT_KEY, API_VERSION, ChildServer, TestApp, TestDb, spawn_app_with, test_settings},
+    helpers::{AGENT_KEY, ChildServer, TestApp, TestDb, agent_post, spawn_app_with, test_settings},
     lifecycle::{TEE, count, create, create_body, error, payment, session},
 };
 
@@ -268,15 +268,7 @@ async fn a_stripe_slower_than_the_timeout_leaves_the_session_intact_and_a_retry_
     let body = payment(&spt);
     let path = format!("/checkout_sessions/{id}/complete");
     let key = "k-slow";
-    let send = || {
-        app.client
-            .post(app.url(&path))
-            .bearer_auth(AGENT_KEY)
-            .header("API-Version", API_VERSION)
-            .header("Idempotency-Key", key)
-            .json(&body)
-            .send()
-    };
+    let send = || app.acp_post_keyed(&path, key, &body).send();
     let r = send().await.unwrap();
     assert!(r.headers().get("retry-after").is_some());
     error(r, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None).await;
@@ -418,15 +410,8 @@ async fn a_crash_between_stripes_success_and_the_commit_charges_once() {
         ("ACP_STRIPE_TIMEOUT_MS", "30000"),
     ];
     let mut server = ChildServer::start(&["serve"], &env).await;
-    let post = |server: &ChildServer, path: &str, key: &str, body: &Value| {
-        reqwest::Client::new()
-            .post(server.url(path))
-            .bearer_auth(AGENT_KEY)
-            .header("API-Version", API_VERSION)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-    };
+    let post =
+        |server: &ChildServer, path: &str, key: &str, body: &Value| agent_post(&server.url(""), path, key, body).send();
     let created = session(
         post(&server, "/checkout_sessions", "c1", &create_body(json!([{"id": TEE}])))
             .await

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use test_support::webhook_receiver::{Behaviour, Delivery, Validator, WebhookReceiver};
 
 use crate::{
-    helpers::{ADMIN_TOKEN, AGENT_KEY, API_VERSION, BIN, ChildServer, TestApp, TestDb, spawn_app_with},
+    helpers::{ADMIN_TOKEN, AGENT_KEY, API_VERSION, BIN, ChildServer, TestApp, TestDb, agent_post, spawn_app_with},
     lifecycle::{TEE, count, create, create_body, payment, session},
     official::spec_dir,
 };
@@ -501,16 +501,8 @@ async fn start(args: &[&str], env: &[(&'static str, String)]) -> ChildServer {
 }
 
 async fn child_buy(server: &ChildServer) -> String {
-    let client = reqwest::Client::new();
-    let post = |path: String, body: Value| {
-        client
-            .post(server.url(&path))
-            .bearer_auth(AGENT_KEY)
-            .header("API-Version", API_VERSION)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-    };
+    let post =
+        |path: String, body: Value| agent_post(&server.url(""), &path, &uuid::Uuid::new_v4().to_string(), &body).send();
     let s: Value = post("/checkout_sessions".into(), create_body(json!([{"id": TEE}])))
         .await
         .unwrap()
