@@ -20,6 +20,7 @@ pub mod jsonpath;
 pub mod localdb;
 pub mod markdown;
 pub mod orders;
+pub mod pricing;
 pub mod protocol;
 pub mod psp;
 pub mod startup;
