@@ -8,11 +8,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use serde_json::{Value, json};
 
 use crate::{
-    checkout::{compute::ShopRules, service::Checkout},
+    checkout::{compute::default_rules, service::Checkout},
     config::{PspKind, Settings},
     db,
     http::extract::ENV_AGENT_ID,
     http::{self, AppState},
+    pricing::store::RulesCache,
     protocol::WireContext,
     psp::{Psp, simulator::Simulator, stripe::Stripe},
     webhooks::worker::WorkerConfig,
@@ -120,11 +121,11 @@ impl Application {
             None => Psp::Stripe(Stripe::new(&settings).map_err(|e| StartupError::Psp(e.to_string()))?),
         };
         let checkout = Checkout {
-            rules: ShopRules {
-                ship_to_countries: settings.ship_to_countries.clone(),
-                shipping_standard_amount: settings.shipping_standard_amount,
-                shipping_express_amount: settings.shipping_express_amount,
-            },
+            rules: RulesCache::new(default_rules(
+                &settings.ship_to_countries,
+                settings.shipping_standard_amount,
+                settings.shipping_express_amount,
+            )),
             session_ttl: chrono::Duration::from_std(settings.session_ttl).unwrap_or(chrono::Duration::hours(6)),
             public_base_url: settings.public_base_url.to_string(),
             psp,

@@ -1,64 +1,100 @@
 //! The pure recomputation run on every mutation: lines and their totals, fulfillment options for the address,
 //! the selection that applies, order totals, business messages, and the status they imply. No I/O: the caller
-//! passes the catalog rows and the shop rules.
+//! passes the catalog rows and the pricing rules snapshot.
 //!
-//! Money: catalog prices are integer minor units; arithmetic is done in `rust_decimal` and converted back with
-//! an explicit rounding rule (half-even) so every total reconciles exactly. Tax is zero until the pricing engine
-//! lands; shipping is flat per method.
+//! Money comes from the pricing engine (`crate::pricing`): tax, shipping and promotions from the rules, exact
+//! to the minor unit. This module adds what is about the checkout rather than the price: availability,
+//! per-order limits, currencies, fulfillment coverage and the status.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
-use rust_decimal::{Decimal, RoundingStrategy, prelude::ToPrimitive};
+use chrono::{DateTime, Datelike, Duration, Utc};
 
 use super::model::{
-    Computed, FulfillmentKind, FulfillmentOption, Line, Message, RequestedItem, SelectedOption, Session, Status, Total,
+    Computed, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind, RequestedItem, SelectedOption, Session,
+    Status, Total,
 };
-use crate::catalog::VariantRow;
+use crate::{
+    catalog::VariantRow,
+    pricing::{
+        self, Rules,
+        engine::{CartLine, Destination, PriceRequest, Priced, ShippingQuote},
+        rules::{RateBand, ShippingMethod},
+    },
+};
 
-/// Shop rules the computation needs (from configuration until the pricing engine moves them to the database).
-#[derive(Debug, Clone)]
-pub struct ShopRules {
-    pub ship_to_countries: Vec<String>,
-    pub shipping_standard_amount: i64,
-    pub shipping_express_amount: i64,
+/// The shipping methods configuration describes (used while no pricing rules are stored): standard and express
+/// to `ship_to_countries`, flat amounts, no tax.
+pub fn default_rules(ship_to_countries: &[String], standard: i64, express: i64) -> Rules {
+    let method = |id: &str, title: &str, amount: i64, days: (u32, u32)| ShippingMethod {
+        id: id.into(),
+        title: title.into(),
+        carrier: Some("USPS".into()),
+        countries: ship_to_countries.to_vec(),
+        regions: vec![],
+        bands: vec![RateBand {
+            min_subtotal: 0,
+            amount,
+        }],
+        per_kg: 0,
+        free_over: None,
+        min_business_days: days.0,
+        max_business_days: days.1,
+    };
+    Rules {
+        shipping: vec![
+            method("ship_standard", "Standard", standard, (3, 5)),
+            method("ship_express", "Express", express, (1, 2)),
+        ],
+        ..Rules::default()
+    }
 }
 
-/// Converts a decimal amount to integer minor units, rounding half to even.
-pub fn to_minor(amount: Decimal) -> i64 {
-    amount
-        .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
-        .to_i64()
-        .unwrap_or(i64::MAX)
-}
-
-fn total(kind: &str, display_text: &str, amount: Decimal) -> Total {
+fn total(kind: &str, display_text: &str, amount: i64) -> Total {
     Total {
         kind: kind.to_owned(),
         display_text: display_text.to_owned(),
-        amount: to_minor(amount),
+        amount,
     }
 }
 
 /// Recomputes everything derived from the session's inputs. `catalog` must contain every requested item (the
 /// caller refuses unknown ids before this point).
-pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, rules: &ShopRules, now: DateTime<Utc>) {
+pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, rules: &Rules, now: DateTime<Utc>) {
     let mut messages = Vec::new();
-    let lines: Vec<Line> = session
+    let rows: Vec<(&RequestedItem, &VariantRow)> = session
         .items
         .iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            catalog
-                .get(&item.item_id)
-                .map(|v| price_line(i, item, v, &session.currency, &mut messages))
-        })
+        .filter_map(|item| catalog.get(&item.item_id).map(|v| (item, v)))
         .collect();
-    let options = fulfillment_options(session, &lines, rules, now, &mut messages);
+    for (i, (item, v)) in rows.iter().enumerate() {
+        check_line(i, item, v, &session.currency, &mut messages);
+    }
+    let destination = destination(session);
+    let requested_shipping = session
+        .requested_selection
+        .iter()
+        .find(|s| s.kind == FulfillmentKind::Shipping)
+        .map(|s| s.option_id.clone());
+    let priced = price(
+        session,
+        &rows,
+        rules,
+        destination.as_ref(),
+        requested_shipping.as_deref(),
+        now,
+        &mut messages,
+    );
+    let lines: Vec<Line> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (item, v))| line(i, item, v, priced.as_ref()))
+        .collect();
+    let options = fulfillment_options(session, &lines, priced.as_ref(), now, &mut messages);
     let selected = apply_selection(session, &lines, &options, &mut messages);
-    let totals = order_totals(&lines, &options, &selected);
-    let ready = messages.iter().all(|m| m.kind != super::model::MessageKind::Error)
-        && fulfillment_complete(session, &lines, &selected);
+    let totals = order_totals(priced.as_ref(), &selected);
+    let ready =
+        messages.iter().all(|m| m.kind != MessageKind::Error) && fulfillment_complete(session, &lines, &selected);
     session.computed = Computed {
         lines,
         fulfillment_options: options,
@@ -75,10 +111,70 @@ pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, r
     }
 }
 
-fn price_line(index: usize, item: &RequestedItem, v: &VariantRow, currency: &str, messages: &mut Vec<Message>) -> Line {
+fn destination(session: &Session) -> Option<Destination> {
+    let address = session.fulfillment_details.as_ref()?.address.as_ref()?;
+    Some(Destination {
+        country: address.country.clone(),
+        region: Some(address.state.clone()),
+        postal_code: Some(address.postal_code.clone()),
+    })
+}
+
+/// Prices the cart; the requested shipping method if the destination offers it, else the first one offered.
+fn price(
+    session: &Session,
+    rows: &[(&RequestedItem, &VariantRow)],
+    rules: &Rules,
+    destination: Option<&Destination>,
+    requested_shipping: Option<&str>,
+    now: DateTime<Utc>,
+    messages: &mut Vec<Message>,
+) -> Option<Priced> {
+    if pricing::currency::exponent(&session.currency).is_none() {
+        messages.push(Message::error(
+            "invalid",
+            "$.currency",
+            format!(
+                "{} is not a currency this store prices in.",
+                session.currency.to_uppercase()
+            ),
+            "requires_buyer_input",
+        ));
+        return None;
+    }
+    let lines: Vec<CartLine> = rows
+        .iter()
+        .map(|(item, v)| CartLine {
+            product_id: v.product_id.clone(),
+            product_category: None,
+            tax_category: v.tax_category.clone(),
+            unit_amount: v.price_amount.unwrap_or(0),
+            quantity: item.quantity,
+            weight_grams: u32::try_from(v.weight_grams).unwrap_or(0),
+            requires_shipping: v.requires_shipping,
+        })
+        .collect();
+    let run = |method: Option<&str>| {
+        let request = PriceRequest {
+            currency: &session.currency,
+            lines: &lines,
+            destination,
+            shipping_method: method,
+            codes: &[],
+            now,
+        };
+        pricing::price(&request, rules).ok()
+    };
+    let first = run(requested_shipping)?;
+    if first.selected_shipping.is_some() || first.shipping_options.is_empty() {
+        return Some(first);
+    }
+    let default = first.shipping_options[0].id.clone();
+    run(Some(&default))
+}
+
+fn check_line(index: usize, item: &RequestedItem, v: &VariantRow, currency: &str, messages: &mut Vec<Message>) {
     let at = format!("$.line_items[{index}]");
-    let unit = v.price_amount.unwrap_or(0);
-    let base = Decimal::from(unit) * Decimal::from(item.quantity);
     let stock = v.stock_quantity.map(|s| s.max(0) as u32);
     if v.price_amount.is_none() {
         messages.push(Message::error(
@@ -115,8 +211,11 @@ fn price_line(index: usize, item: &RequestedItem, v: &VariantRow, currency: &str
             "recoverable",
         ));
     }
-    let max = v.max_quantity_per_order.map(|m| m.max(1) as u32);
-    if let Some(m) = max.filter(|m| item.quantity > *m) {
+    if let Some(m) = v
+        .max_quantity_per_order
+        .map(|m| m.max(1) as u32)
+        .filter(|m| item.quantity > *m)
+    {
         messages.push(Message::error(
             "quantity_exceeded",
             format!("{at}.quantity"),
@@ -124,6 +223,21 @@ fn price_line(index: usize, item: &RequestedItem, v: &VariantRow, currency: &str
             "recoverable",
         ));
     }
+}
+
+fn line(index: usize, item: &RequestedItem, v: &VariantRow, priced: Option<&Priced>) -> Line {
+    let p = priced.and_then(|p| p.lines.get(index));
+    let (base, discount, subtotal, tax, line_total) =
+        p.map_or((0, 0, 0, 0, 0), |l| (l.base, l.discount, l.subtotal, l.tax, l.total));
+    let mut totals = vec![total("items_base_amount", "Base Amount", base)];
+    if discount > 0 {
+        totals.push(total("discount", "Discount", discount));
+    }
+    totals.extend([
+        total("subtotal", "Subtotal", subtotal),
+        total("tax", "Tax", tax),
+        total("total", "Total", line_total),
+    ]);
     Line {
         id: format!("li_{}", index + 1),
         item_id: item.item_id.clone(),
@@ -133,28 +247,22 @@ fn price_line(index: usize, item: &RequestedItem, v: &VariantRow, currency: &str
         image_url: v.image_url.clone(),
         url: v.url.clone(),
         product_id: v.product_id.clone(),
-        unit_amount: unit,
+        unit_amount: v.price_amount.unwrap_or(0),
         requires_shipping: v.requires_shipping,
         disclosures: v.disclosures.0.clone(),
-        available_quantity: stock,
-        max_quantity_per_order: max,
-        totals: vec![
-            total("items_base_amount", "Base Amount", base),
-            total("subtotal", "Subtotal", base),
-            total("tax", "Tax", Decimal::ZERO),
-            total("total", "Total", base),
-        ],
+        available_quantity: v.stock_quantity.map(|s| s.max(0) as u32),
+        max_quantity_per_order: v.max_quantity_per_order.map(|m| m.max(1) as u32),
+        totals,
     }
 }
 
 fn fulfillment_options(
     session: &Session,
     lines: &[Line],
-    rules: &ShopRules,
+    priced: Option<&Priced>,
     now: DateTime<Utc>,
     messages: &mut Vec<Message>,
 ) -> Vec<FulfillmentOption> {
-    let mut options = Vec::new();
     let shipped: Vec<String> = lines
         .iter()
         .filter(|l| l.requires_shipping)
@@ -165,39 +273,20 @@ fn fulfillment_options(
         .filter(|l| !l.requires_shipping)
         .map(|l| l.item_id.clone())
         .collect();
+    let quotes: &[ShippingQuote] = priced.map_or(&[], |p| p.shipping_options.as_slice());
+    let mut options: Vec<FulfillmentOption> = if shipped.is_empty() {
+        Vec::new()
+    } else {
+        quotes.iter().map(|q| shipping_option(q, &shipped, now)).collect()
+    };
     let address = session.fulfillment_details.as_ref().and_then(|d| d.address.as_ref());
-    if let (false, Some(address)) = (shipped.is_empty(), address) {
-        if rules
-            .ship_to_countries
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(&address.country))
-        {
-            options.push(shipping_option(
-                "ship_standard",
-                "Standard",
-                "Arrives in 3-5 business days",
-                rules.shipping_standard_amount,
-                (3, 5),
-                &shipped,
-                now,
-            ));
-            options.push(shipping_option(
-                "ship_express",
-                "Express",
-                "Arrives in 1-2 business days",
-                rules.shipping_express_amount,
-                (1, 2),
-                &shipped,
-                now,
-            ));
-        } else {
-            messages.push(Message::error(
-                "region_restricted",
-                "$.fulfillment_details.address.country",
-                format!("We do not ship to {}.", address.country),
-                "requires_buyer_input",
-            ));
-        }
+    if let (false, true, Some(address)) = (shipped.is_empty(), options.is_empty(), address) {
+        messages.push(Message::error(
+            "region_restricted",
+            "$.fulfillment_details.address.country",
+            format!("We do not ship to {}.", address.country),
+            "requires_buyer_input",
+        ));
     }
     if !digital.is_empty() {
         options.push(FulfillmentOption {
@@ -215,31 +304,25 @@ fn fulfillment_options(
     options
 }
 
-fn shipping_option(
-    id: &str,
-    title: &str,
-    description: &str,
-    amount: i64,
-    (earliest_days, latest_days): (i64, i64),
-    items: &[String],
-    now: DateTime<Utc>,
-) -> FulfillmentOption {
+fn shipping_option(q: &ShippingQuote, items: &[String], now: DateTime<Utc>) -> FulfillmentOption {
     FulfillmentOption {
         kind: FulfillmentKind::Shipping,
-        id: id.to_owned(),
-        title: title.to_owned(),
-        description: Some(description.to_owned()),
-        carrier: Some("USPS".to_owned()),
-        earliest_delivery_time: Some(business_days_after(now, earliest_days)),
-        latest_delivery_time: Some(business_days_after(now, latest_days)),
+        id: q.id.clone(),
+        title: q.title.clone(),
+        description: Some(format!(
+            "Arrives in {}-{} business days",
+            q.min_business_days, q.max_business_days
+        )),
+        carrier: q.carrier.clone(),
+        earliest_delivery_time: Some(business_days_after(now, i64::from(q.min_business_days))),
+        latest_delivery_time: Some(business_days_after(now, i64::from(q.max_business_days))),
         item_ids: items.to_vec(),
-        amount,
+        amount: q.amount,
     }
 }
 
 /// `days` business days (Monday to Friday) after `start`.
 fn business_days_after(start: DateTime<Utc>, days: i64) -> DateTime<Utc> {
-    use chrono::Datelike;
     let mut t = start;
     let mut left = days;
     while left > 0 {
@@ -330,31 +413,17 @@ fn fulfillment_complete(session: &Session, lines: &[Line], selected: &[SelectedO
         .all(|l| selected.iter().any(|s| s.item_ids.contains(&l.item_id)))
 }
 
-fn order_totals(lines: &[Line], options: &[FulfillmentOption], selected: &[SelectedOption]) -> Vec<Total> {
-    let sum = |kind: &str| -> Decimal {
-        lines
-            .iter()
-            .flat_map(|l| l.totals.iter())
-            .filter(|t| t.kind == kind)
-            .map(|t| Decimal::from(t.amount))
-            .sum()
-    };
-    let items_base = sum("items_base_amount");
-    let subtotal = sum("subtotal");
-    let tax = sum("tax");
-    let fulfillment: Decimal = selected
-        .iter()
-        .filter_map(|s| options.iter().find(|o| o.id == s.option_id))
-        .map(|o| Decimal::from(o.amount))
-        .sum();
-    let mut totals = vec![
-        total("items_base_amount", "Item(s) total", items_base),
-        total("subtotal", "Subtotal", subtotal),
-    ];
-    if !selected.is_empty() {
-        totals.push(total("fulfillment", "Fulfillment", fulfillment));
+fn order_totals(priced: Option<&Priced>, selected: &[SelectedOption]) -> Vec<Total> {
+    let t = priced.map(|p| p.totals.clone()).unwrap_or_default();
+    let mut totals = vec![total("items_base_amount", "Item(s) total", t.items_base)];
+    if t.items_discount > 0 {
+        totals.push(total("items_discount", "Discounts", t.items_discount));
     }
-    totals.push(total("tax", "Tax", tax));
-    totals.push(total("total", "Total", subtotal + fulfillment + tax));
+    totals.push(total("subtotal", "Subtotal", t.subtotal));
+    if !selected.is_empty() {
+        totals.push(total("fulfillment", "Fulfillment", t.fulfillment));
+    }
+    totals.push(total("tax", "Tax", t.tax));
+    totals.push(total("total", "Total", t.total));
     totals
 }

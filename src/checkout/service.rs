@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, types::Json};
 
 use super::{
-    compute::{self, ShopRules},
+    compute,
     model::{Buyer, FulfillmentDetails, Message, OrderRef, RequestedItem, SelectedOption, Session, Status},
 };
 use crate::{
@@ -64,7 +64,7 @@ pub enum CheckoutError {
 /// Everything the use cases need besides the database.
 #[derive(Clone)]
 pub struct Checkout {
-    pub rules: ShopRules,
+    pub rules: crate::pricing::store::RulesCache,
     pub session_ttl: Duration,
     pub public_base_url: String,
     pub psp: Psp,
@@ -134,7 +134,8 @@ impl Checkout {
             updated_at: now,
             expires_at: now + self.session_ttl,
         };
-        compute::recompute(&mut session, &catalog, &self.rules, now);
+        let rules = self.rules.current(conn).await?;
+        compute::recompute(&mut session, &catalog, &rules, now);
         insert(conn, &session).await?;
         Ok(session)
     }
@@ -172,7 +173,8 @@ impl Checkout {
             session.order_notes = notes;
         }
         let catalog = load_catalog(conn, &session.items).await?;
-        compute::recompute(&mut session, &catalog, &self.rules, now);
+        let rules = self.rules.current(conn).await?;
+        compute::recompute(&mut session, &catalog, &rules, now);
         session.updated_at = now;
         save(conn, &session).await?;
         Ok(session)
@@ -261,7 +263,8 @@ impl Checkout {
         let ids = item_ids(&session.items);
         let rows = catalog::variants_for_update(conn, &ids).await?;
         let catalog: HashMap<String, VariantRow> = rows.into_iter().map(|v| (v.variant_id.clone(), v)).collect();
-        compute::recompute(&mut session, &catalog, &self.rules, now);
+        let rules = self.rules.current(conn).await?;
+        compute::recompute(&mut session, &catalog, &rules, now);
         session.updated_at = now;
         if session.status == Status::NotReadyForPayment {
             save(conn, &session).await?;

@@ -11,6 +11,7 @@ pub mod allocate;
 pub mod currency;
 pub mod engine;
 pub mod rules;
+pub mod store;
 
 pub use engine::{PriceRequest, Priced, PricingError, price};
 pub use rules::Rules;

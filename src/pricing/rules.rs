@@ -127,6 +127,10 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rules {
+    /// The currency fixed amounts and bands are written in (lowercase ISO 4217); carts in another currency are
+    /// priced without them. `None`: any.
+    #[serde(default)]
+    pub currency: Option<String>,
     /// EU/UK style: prices include tax. US style (false): tax is added.
     #[serde(default)]
     pub tax_inclusive: bool,

@@ -396,6 +396,7 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
         0i64..2000,
     )
         .prop_map(|(inclusive, half_up, order_level, taxes, promos, ship)| Rules {
+            currency: None,
             tax_inclusive: inclusive,
             rounding: if half_up { Rounding::HalfUp } else { Rounding::HalfEven },
             rounding_level: if order_level {
