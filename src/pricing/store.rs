@@ -132,12 +132,15 @@ pub async fn load(conn: &mut PgConnection) -> Result<Option<(i64, Rules)>, sqlx:
     Ok(row.map(|(v, Json(r))| (v, r)))
 }
 
+/// A loaded bundle and the version it was loaded at.
+type Snapshot = (i64, Arc<Rules>);
+
 /// The process's snapshot: checked against the stored version before each use (one indexed read), reloaded only
 /// when it changed. Without a stored bundle, `fallback` (built from configuration) applies.
 #[derive(Clone)]
 pub struct RulesCache {
     fallback: Arc<Rules>,
-    snapshot: Arc<RwLock<Option<(i64, Arc<Rules>)>>>,
+    snapshot: Arc<RwLock<Option<Snapshot>>>,
 }
 
 impl RulesCache {
