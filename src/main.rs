@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         action: WebhookAction,
     },
+    /// Pricing rules (tax, shipping, promotions).
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
     /// Catalog import and export in the ACP product feed format (JSON lines).
     Catalog {
         #[command(subcommand)]
@@ -81,6 +86,12 @@ enum WebhookAction {
 }
 
 #[derive(Subcommand)]
+enum RulesAction {
+    /// Validate and store a rules bundle (JSON, or TOML when the file ends in .toml), replacing the current one.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum CatalogAction {
     /// Upsert every feed Product in FILE (one JSON object per line), then apply merchant-only attributes.
     Import {
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
             Command::Healthcheck { addr } => healthcheck(&addr).await,
             Command::Worker => worker(load(file, SERVE_DEFAULTS)?).await,
             Command::Webhook { action } => webhook_command(action),
+            Command::Rules { action } => rules_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Demo => demo(file).await,
         }
@@ -191,6 +203,29 @@ fn webhook_command(action: WebhookAction) -> Outcome {
             Err(EXIT_FAILURE)
         }
     }
+}
+
+async fn rules_command(settings: Settings, action: RulesAction) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let RulesAction::Import { file } = action;
+    let text = std::fs::read_to_string(&file).map_err(|e| fail(&format!("cannot read {}", file.display()), e))?;
+    let parsed: Result<acp_merchant::pricing::Rules, String> = if file.extension().is_some_and(|e| e == "toml") {
+        use figment::providers::Format;
+        figment::Figment::from(figment::providers::Toml::string(&text))
+            .extract()
+            .map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    let rules = parsed.map_err(|e| fail("invalid rules bundle", e))?;
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("rules", e))?;
+    db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
+    let mut conn = pool.acquire().await.map_err(|e| fail("database", e))?;
+    let version = acp_merchant::pricing::store::save(&mut conn, &rules)
+        .await
+        .map_err(|e| fail("rules refused", e))?;
+    eprintln!("pricing rules stored (version {version})");
+    Ok(())
 }
 
 async fn catalog_command(settings: Settings, action: CatalogAction) -> Outcome {

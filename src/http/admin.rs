@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/catalog/export", get(export))
         .route("/admin/simulator/release", post(release_simulator))
         .route("/admin/agents", get(list_agents).post(create_agent))
+        .route("/admin/pricing/rules", get(get_rules).put(put_rules))
         .route("/admin/agents/{id}", axum::routing::delete(disable_agent))
 }
 
@@ -204,4 +205,38 @@ async fn disable_agent(
         return Err(ApiError::not_found("No such agent"));
     }
     Ok(Json(json!({"agent_id": id, "disabled": true})).into_response())
+}
+
+/// The rules in force: the stored bundle and its version, or the configuration defaults (version 0).
+async fn get_rules(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let stored = crate::pricing::store::load(&mut *state.db.acquire().await?).await?;
+    let (version, rules) = match stored {
+        Some((version, rules)) => (version, rules),
+        None => (0, state.checkout.rules.fallback().clone()),
+    };
+    Ok(Json(json!({"version": version, "rules": rules})).into_response())
+}
+
+/// Replaces the whole bundle after validation; every server process picks it up on its next pricing.
+async fn put_rules(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
+    let body = read_json(request, state.settings.max_body_bytes)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON rules bundle is required").with_param("$")
+        })?;
+    let rules: crate::pricing::Rules = parse_value(body)?;
+    let version = crate::pricing::store::save(&mut *state.db.acquire().await?, &rules).await?;
+    tracing::info!(version, "pricing rules replaced");
+    Ok(Json(json!({"version": version})).into_response())
+}
+
+impl From<crate::pricing::store::RulesError> for ApiError {
+    fn from(e: crate::pricing::store::RulesError) -> Self {
+        match e {
+            crate::pricing::store::RulesError::Invalid { param, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
+            }
+            crate::pricing::store::RulesError::Db(e) => e.into(),
+        }
+    }
 }

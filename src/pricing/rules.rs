@@ -27,6 +27,7 @@ pub enum RoundingLevel {
 /// A tax rate for one jurisdiction and tax category. Every rule matching a destination applies and the rates add
 /// up, so a country rule, a region (state) rule and a postal-prefix (local) rule combine as US sales taxes do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaxRule {
     pub name: String,
     /// ISO 3166-1 alpha-2.
@@ -45,6 +46,7 @@ pub struct TaxRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RateBand {
     /// The band applies from this items subtotal (minor units) up.
     pub min_subtotal: i64,
@@ -52,6 +54,7 @@ pub struct RateBand {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShippingMethod {
     pub id: String,
     pub title: String,
@@ -97,6 +100,7 @@ pub enum Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Promotion {
     pub id: String,
     pub name: String,
@@ -126,6 +130,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rules {
     /// The currency fixed amounts and bands are written in (lowercase ISO 4217); carts in another currency are
     /// priced without them. `None`: any.

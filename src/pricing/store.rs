@@ -151,6 +151,11 @@ impl RulesCache {
         }
     }
 
+    /// The bundle that applies while none is stored.
+    pub fn fallback(&self) -> &Rules {
+        &self.fallback
+    }
+
     pub async fn current(&self, conn: &mut PgConnection) -> Result<Arc<Rules>, sqlx::Error> {
         let stored: Option<i64> = sqlx::query_scalar("select version from pricing_rules where singleton")
             .fetch_optional(&mut *conn)

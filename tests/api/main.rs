@@ -12,6 +12,7 @@ mod lifecycle;
 mod logging;
 mod official;
 mod own_openapi;
+mod pricing;
 mod readiness;
 mod shutdown;
 mod stripe;

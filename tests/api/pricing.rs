@@ -1,0 +1,235 @@
+//! Pricing rules stored through the admin API apply to checkout at once (in every process: the snapshot is
+//! version-checked), bad bundles are refused with precise errors, and `rules import` stores a bundle.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{ADMIN_TOKEN, AGENT_KEY, TestApp, TestDb, binary, spawn_app},
+    lifecycle::{TEE, error, session},
+};
+
+fn san_francisco() -> Value {
+    json!({"name": "Jane Buyer", "line_one": "1 Market St", "city": "San Francisco", "state": "CA",
+           "country": "US", "postal_code": "94131"})
+}
+
+fn bundle() -> Value {
+    json!({
+        "currency": "usd",
+        "taxes": [
+            {"name": "California", "country": "US", "region": "CA", "category": "standard", "rate": "0.0725"},
+            {"name": "San Francisco", "country": "US", "region": "CA", "postal_prefix": "941", "category": "standard", "rate": "0.01375"}
+        ],
+        "shipping": [{"id": "ground", "title": "Ground", "carrier": "UPS", "countries": ["US"],
+                      "bands": [{"min_subtotal": 0, "amount": 600}], "free_over": 10000,
+                      "min_business_days": 3, "max_business_days": 5}],
+        "promotions": [{"id": "fall10", "name": "Fall sale", "kind": {"type": "percent", "rate": "0.10"}, "target": {"type": "order"}}]
+    })
+}
+
+async fn put_rules(app: &TestApp, rules: &Value) -> reqwest::Response {
+    app.client
+        .put(app.url("/admin/pricing/rules"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(rules)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn amount(totals: &Value, kind: &str) -> i64 {
+    totals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == kind)
+        .map_or(0, |t| t["amount"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn stored_rules_price_the_checkout_and_changes_apply_on_the_next_request() {
+    let app = spawn_app().await;
+    let current: Value = app
+        .client
+        .get(app.url("/admin/pricing/rules"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["version"], 0, "configuration defaults until rules are stored");
+    assert_eq!(current["rules"]["shipping"][0]["id"], "ship_standard");
+
+    let r = put_rules(&app, &bundle()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE, "quantity": 2}],
+                      "fulfillment_details": {"address": san_francisco()}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    // 2 × 25.00 = 50.00; 10 % off = 45.00; 8.625 % tax = 3.88125 → 3.88; ground 6.00 (under 100.00).
+    let line = &s["line_items"][0]["totals"];
+    assert_eq!(
+        (
+            amount(line, "items_base_amount"),
+            amount(line, "discount"),
+            amount(line, "subtotal")
+        ),
+        (5000, 500, 4500)
+    );
+    assert_eq!((amount(line, "tax"), amount(line, "total")), (388, 4888));
+    let totals = &s["totals"];
+    assert_eq!(amount(totals, "items_discount"), 500);
+    assert_eq!(amount(totals, "fulfillment"), 600);
+    assert_eq!(amount(totals, "tax"), 388);
+    assert_eq!(amount(totals, "total"), 4500 + 600 + 388);
+    assert_eq!(s["fulfillment_options"][0]["id"], "ground");
+    assert_eq!(s["status"], "ready_for_payment");
+
+    // New rules: no tax, free shipping from 40.00. The next recompute uses them.
+    let mut changed = bundle();
+    changed["taxes"] = json!([]);
+    changed["shipping"][0]["free_over"] = json!(4000);
+    let r: Value = put_rules(&app, &changed).await.json().await.unwrap();
+    assert_eq!(r["version"], 2);
+    let id = s["id"].as_str().unwrap();
+    let again = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"line_items": [{"id": TEE, "quantity": 2}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(amount(&again["totals"], "tax"), 0);
+    assert_eq!(amount(&again["totals"], "fulfillment"), 0);
+    assert_eq!(amount(&again["totals"], "total"), 4500);
+}
+
+#[tokio::test]
+async fn bad_rule_bundles_are_refused_with_their_path() {
+    let app = spawn_app().await;
+    let mut negative = bundle();
+    negative["taxes"][0]["rate"] = json!("-0.05");
+    error(
+        put_rules(&app, &negative).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("$.taxes[0].rate"),
+    )
+    .await;
+
+    let mut currency = bundle();
+    currency["currency"] = json!("xyz");
+    error(
+        put_rules(&app, &currency).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("$.currency"),
+    )
+    .await;
+
+    let mut exclusive = bundle();
+    exclusive["promotions"] = json!([
+        {"id": "a", "name": "A", "kind": {"type": "fixed", "amount": 100}, "target": {"type": "order"}, "stackable": false},
+        {"id": "b", "name": "B", "kind": {"type": "fixed", "amount": 200}, "target": {"type": "order"}, "stackable": false}
+    ]);
+    let e = error(
+        put_rules(&app, &exclusive).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("$.promotions[1]"),
+    )
+    .await;
+    assert!(e["message"].as_str().unwrap().contains("overlap"));
+
+    let mut typo = bundle();
+    typo["shipping"][0]["free_ovr"] = json!(1);
+    error(
+        put_rules(&app, &typo).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("$.shipping[0].free_ovr"),
+    )
+    .await;
+
+    let stored: i64 = sqlx::query_scalar("select count(*) from pricing_rules")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing refused was stored");
+    let r = app
+        .client
+        .put(app.url("/admin/pricing/rules"))
+        .json(&bundle())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn rules_import_stores_a_toml_bundle() {
+    let db = TestDb::migrated().await;
+    let dir = std::env::temp_dir().join(format!("acp-rules-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.toml");
+    std::fs::write(
+        &file,
+        r#"
+tax_inclusive = true
+[[taxes]]
+name = "Germany VAT"
+country = "DE"
+category = "standard"
+rate = "0.19"
+applies_to_shipping = true
+"#,
+    )
+    .unwrap();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("ACP_AGENT_API_KEY", AGENT_KEY),
+        ("ACP_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ACP_PSP", "simulator"),
+        ("ACP_ALLOW_SIMULATOR_IN_PRODUCTION", "true"),
+    ];
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        binary(&["rules", "import", file.to_str().unwrap()], &env).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pool = db.pool().await;
+    let (version, inclusive): (i64, bool) =
+        sqlx::query_as("select version, (rules->>'tax_inclusive')::boolean from pricing_rules")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((version, inclusive), (1, true));
+
+    std::fs::write(
+        &file,
+        "[[taxes]]\nname = \"bad\"\ncountry = \"DE\"\ncategory = \"standard\"\nrate = \"1.5\"\n",
+    )
+    .unwrap();
+    let out = binary(&["rules", "import", file.to_str().unwrap()], &env)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$.taxes[0].rate"));
+    std::fs::remove_dir_all(dir).ok();
+}
