@@ -11,15 +11,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Duration, Utc};
 
 use super::model::{
-    Computed, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind, RequestedItem, SelectedOption, Session,
-    Status, Total,
+    AppliedDiscount, Computed, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind, RejectedDiscount,
+    RequestedItem, SelectedOption, Session, Status, Total,
 };
 use crate::{
     catalog::VariantRow,
     pricing::{
         self, Rules,
         engine::{CartLine, Destination, PriceRequest, Priced, ShippingQuote},
-        rules::{RateBand, ShippingMethod},
+        rules::{PromotionKind, RateBand, ShippingMethod},
     },
 };
 
@@ -93,9 +93,12 @@ pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, r
     let options = fulfillment_options(session, &lines, priced.as_ref(), now, &mut messages);
     let selected = apply_selection(session, &lines, &options, &mut messages);
     let totals = order_totals(priced.as_ref(), &selected);
+    let (applied_discounts, rejected_discounts) = discounts(session, rules, priced.as_ref(), &mut messages);
     let ready =
         messages.iter().all(|m| m.kind != MessageKind::Error) && fulfillment_complete(session, &lines, &selected);
     session.computed = Computed {
+        applied_discounts,
+        rejected_discounts,
         lines,
         fulfillment_options: options,
         selected,
@@ -160,7 +163,7 @@ fn price(
             lines: &lines,
             destination,
             shipping_method: method,
-            codes: &[],
+            codes: &session.discount_codes,
             now,
         };
         pricing::price(&request, rules).ok()
@@ -411,6 +414,74 @@ fn fulfillment_complete(session: &Session, lines: &[Line], selected: &[SelectedO
     lines
         .iter()
         .all(|l| selected.iter().any(|s| s.item_ids.contains(&l.item_id)))
+}
+
+/// The discount extension's view of the promotions: applied ones with their line allocations, rejected codes
+/// with the schema's reason and a warning message pointing at the code.
+fn discounts(
+    session: &Session,
+    rules: &Rules,
+    priced: Option<&Priced>,
+    messages: &mut Vec<Message>,
+) -> (Vec<AppliedDiscount>, Vec<RejectedDiscount>) {
+    let Some(priced) = priced else {
+        return (Vec::new(), Vec::new());
+    };
+    let applied = priced
+        .applied
+        .iter()
+        .map(|a| {
+            let kind = rules
+                .promotions
+                .iter()
+                .find(|p| p.id == a.promotion_id)
+                .map(|p| p.kind.clone());
+            AppliedDiscount {
+                promotion_id: a.promotion_id.clone(),
+                name: a.name.clone(),
+                code: a.code.clone(),
+                amount: a.amount,
+                allocations: a
+                    .allocations
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|(_, amount)| *amount > 0)
+                    .collect(),
+                percent_off: match &kind {
+                    Some(PromotionKind::Percent { rate }) => Some(*rate * rust_decimal::Decimal::ONE_HUNDRED),
+                    _ => None,
+                },
+                amount_off: match kind {
+                    Some(PromotionKind::Fixed { amount }) => Some(amount),
+                    _ => None,
+                },
+            }
+        })
+        .collect();
+    let rejected = priced
+        .rejected
+        .iter()
+        .map(|r| {
+            let index = session.discount_codes.iter().position(|c| *c == r.code).unwrap_or(0);
+            let message = format!(
+                "Code '{}' could not be applied ({}).",
+                r.code,
+                r.reason.code().trim_start_matches("discount_code_").replace('_', " ")
+            );
+            messages.push(Message::warning(
+                r.reason.code(),
+                format!("$.discounts.codes[{index}]"),
+                message.clone(),
+            ));
+            RejectedDiscount {
+                code: r.code.clone(),
+                reason: r.reason.code().to_owned(),
+                message,
+            }
+        })
+        .collect();
+    (applied, rejected)
 }
 
 fn order_totals(priced: Option<&Priced>, selected: &[SelectedOption]) -> Vec<Total> {

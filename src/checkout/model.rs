@@ -167,6 +167,16 @@ impl Message {
         }
     }
 
+    pub fn warning(code: &str, param: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            kind: MessageKind::Warning,
+            code: Some(code.to_owned()),
+            param: Some(param.into()),
+            content: content.into(),
+            resolution: Some("recoverable".to_owned()),
+        }
+    }
+
     pub fn info(content: impl Into<String>) -> Self {
         Self {
             kind: MessageKind::Info,
@@ -178,9 +188,33 @@ impl Message {
     }
 }
 
+/// A promotion that applied, with its share of each line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedDiscount {
+    pub promotion_id: String,
+    pub name: String,
+    pub code: Option<String>,
+    pub amount: i64,
+    /// (line index, amount), only lines with a share.
+    pub allocations: Vec<(usize, i64)>,
+    pub percent_off: Option<rust_decimal::Decimal>,
+    pub amount_off: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedDiscount {
+    pub code: String,
+    pub reason: String,
+    pub message: String,
+}
+
 /// The authoritative computation from the last mutation: what every response shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Computed {
+    #[serde(default)]
+    pub applied_discounts: Vec<AppliedDiscount>,
+    #[serde(default)]
+    pub rejected_discounts: Vec<RejectedDiscount>,
     pub lines: Vec<Line>,
     pub fulfillment_options: Vec<FulfillmentOption>,
     pub selected: Vec<SelectedOption>,
@@ -219,6 +253,12 @@ pub struct Session {
     pub requested_selection: Vec<SelectedOption>,
     /// Interventions the agent declared it supports.
     pub agent_interventions: Vec<String>,
+    /// Extensions the agent declared (`capabilities.extensions`), e.g. `discount`.
+    #[serde(default)]
+    pub agent_extensions: Vec<String>,
+    /// Discount codes as the agent last sent them (`discounts.codes`, or the deprecated `coupons`).
+    #[serde(default)]
+    pub discount_codes: Vec<String>,
     pub order_notes: Option<String>,
     pub computed: Computed,
     pub order: Option<OrderRef>,

@@ -73,6 +73,8 @@ pub struct Checkout {
 
 pub struct CreateInput {
     pub items: Vec<RequestedItem>,
+    pub agent_extensions: Vec<String>,
+    pub discount_codes: Vec<String>,
     pub currency: String,
     pub buyer: Option<Buyer>,
     pub fulfillment_details: Option<FulfillmentDetails>,
@@ -88,6 +90,8 @@ pub struct UpdateInput {
     pub fulfillment_details: Option<Option<FulfillmentDetails>>,
     pub selection: Option<Vec<SelectedOption>>,
     pub order_notes: Option<Option<String>>,
+    /// Replaces the codes when present (`[]` clears them).
+    pub discount_codes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +129,8 @@ impl Checkout {
             fulfillment_details: input.fulfillment_details,
             requested_selection: Vec::new(),
             agent_interventions: input.agent_interventions,
+            agent_extensions: input.agent_extensions,
+            discount_codes: input.discount_codes,
             order_notes: input.order_notes,
             computed: Default::default(),
             order: None,
@@ -171,6 +177,9 @@ impl Checkout {
         }
         if let Some(notes) = input.order_notes {
             session.order_notes = notes;
+        }
+        if let Some(codes) = input.discount_codes {
+            session.discount_codes = codes;
         }
         let catalog = load_catalog(conn, &session.items).await?;
         let rules = self.rules.current(conn).await?;

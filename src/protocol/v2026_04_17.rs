@@ -59,6 +59,20 @@ pub struct InterventionsIn {
 pub struct CapabilitiesIn {
     #[serde(default)]
     pub interventions: Option<InterventionsIn>,
+    /// Extension names the agent supports (request form: strings; anything else is ignored).
+    #[serde(default)]
+    pub extensions: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiscountsIn {
+    #[serde(default)]
+    pub codes: Vec<String>,
+}
+
+/// `discounts.codes` wins over the deprecated `coupons` alias when both are sent.
+fn codes(discounts: Option<DiscountsIn>, coupons: Option<Vec<String>>) -> Option<Vec<String>> {
+    discounts.map(|d| d.codes).or(coupons)
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +96,10 @@ pub struct CreateRequest {
     pub fulfillment_details: Option<FulfillmentDetails>,
     #[serde(default)]
     pub order_notes: Option<String>,
+    #[serde(default)]
+    pub discounts: Option<DiscountsIn>,
+    #[serde(default)]
+    pub coupons: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +114,10 @@ pub struct UpdateRequest {
     pub selected_fulfillment_options: Option<Vec<SelectedIn>>,
     #[serde(default, deserialize_with = "double_option")]
     pub order_notes: Option<Option<String>>,
+    #[serde(default)]
+    pub discounts: Option<DiscountsIn>,
+    #[serde(default)]
+    pub coupons: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,13 +223,20 @@ impl CreateRequest {
         if let Some(d) = &self.fulfillment_details {
             check_details(d)?;
         }
+        let capabilities = self.capabilities;
+        let agent_extensions = capabilities
+            .as_ref()
+            .and_then(|c| c.extensions.as_ref())
+            .map(|e| e.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
         Ok(CreateInput {
+            agent_extensions,
+            discount_codes: codes(self.discounts, self.coupons).unwrap_or_default(),
             items: items(self.line_items)?,
             currency: self.currency,
             buyer: self.buyer,
             fulfillment_details: self.fulfillment_details,
-            agent_interventions: self
-                .capabilities
+            agent_interventions: capabilities
                 .and_then(|c| c.interventions)
                 .map(|i| i.supported)
                 .unwrap_or_default(),
@@ -222,6 +251,7 @@ impl UpdateRequest {
             check_details(d)?;
         }
         Ok(UpdateInput {
+            discount_codes: codes(self.discounts, self.coupons),
             items: self.line_items.map(items).transpose()?,
             buyer: self.buyer,
             fulfillment_details: self.fulfillment_details,
@@ -369,6 +399,52 @@ fn message(m: &Message) -> Value {
     v
 }
 
+/// The discount extension is active when the agent declared it, or sent codes anyway.
+fn discount_extension_active(s: &Session) -> bool {
+    s.agent_extensions
+        .iter()
+        .any(|e| e == "discount" || e.starts_with("discount@"))
+        || !s.discount_codes.is_empty()
+}
+
+/// `DiscountsResponse`: the codes as sent, what applied (with per-line allocations) and what was rejected.
+fn discounts(s: &Session) -> Value {
+    let applied: Vec<Value> = s
+        .computed
+        .applied_discounts
+        .iter()
+        .map(|a| {
+            let mut coupon = json!({"id": a.promotion_id, "name": a.name});
+            if let Some(p) = a.percent_off {
+                coupon["percent_off"] = json!(p.normalize().to_string().parse::<f64>().unwrap_or(0.0));
+            }
+            if let Some(amount) = a.amount_off {
+                coupon["amount_off"] = json!(amount);
+                coupon["currency"] = json!(s.currency);
+            }
+            let mut v = json!({
+                "id": format!("di_{}", a.promotion_id),
+                "coupon": coupon,
+                "amount": a.amount,
+                "automatic": a.code.is_none(),
+                "method": "across",
+                "allocations": a.allocations.iter().map(|(i, amount)| json!({"path": format!("$.line_items[{i}]"), "amount": amount})).collect::<Vec<_>>(),
+            });
+            if let Some(code) = &a.code {
+                v["code"] = json!(code);
+            }
+            v
+        })
+        .collect();
+    let rejected: Vec<Value> = s
+        .computed
+        .rejected_discounts
+        .iter()
+        .map(|r| json!({"code": r.code, "reason": r.reason, "message": r.message}))
+        .collect();
+    json!({"codes": s.discount_codes, "applied": applied, "rejected": rejected})
+}
+
 /// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed).
 pub fn render(s: &Session, ctx: &WireContext) -> Value {
     let supported: Vec<&str> = ctx
@@ -411,6 +487,14 @@ pub fn render(s: &Session, ctx: &WireContext) -> Value {
     }
     if s.status == Status::AuthenticationRequired {
         v["authentication_metadata"] = ctx.authentication_metadata.clone();
+    }
+    if discount_extension_active(s) {
+        v["capabilities"]["extensions"] = json!([{
+            "name": "discount",
+            "extends": ["$.CheckoutSessionCreateRequest.discounts", "$.CheckoutSessionUpdateRequest.discounts",
+                        "$.CheckoutSession.discounts"],
+        }]);
+        v["discounts"] = discounts(s);
     }
     if let Some(order) = &s.order {
         v["order"] = json!({

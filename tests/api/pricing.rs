@@ -233,3 +233,155 @@ applies_to_shipping = true
     assert!(String::from_utf8_lossy(&out.stderr).contains("$.taxes[0].rate"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+fn discount_rules() -> Value {
+    json!({
+        "currency": "usd",
+        "shipping": [{"id": "shipping_standard", "title": "Standard Shipping", "countries": ["US"],
+                      "bands": [{"min_subtotal": 0, "amount": 499}], "min_business_days": 3, "max_business_days": 5}],
+        "promotions": [
+            {"id": "coupon_save10", "name": "$10 Off Your Order", "code": "SAVE10",
+             "kind": {"type": "fixed", "amount": 1000}, "target": {"type": "order"}},
+            {"id": "coupon_expired50", "name": "50% Off", "code": "EXPIRED50",
+             "kind": {"type": "percent", "rate": "0.5"}, "target": {"type": "order"},
+             "ends_at": "2025-12-01T00:00:00Z"},
+            {"id": "auto_mugs", "name": "Mugs 20% off", "kind": {"type": "percent", "rate": "0.2"},
+             "target": {"type": "products", "ids": ["prod_camp_mug"]}}
+        ]
+    })
+}
+
+/// The official example's request with our catalog's item.
+fn example_request(file: &str) -> Option<(Value, Value)> {
+    let example = crate::official::examples("2026-04-17", &format!("discount-extension/{file}"))?;
+    let mut request = example["request"].clone();
+    request["line_items"][0]["id"] = json!(TEE);
+    request["fulfillment_details"] = json!({"address": san_francisco()});
+    request["capabilities"] = json!({"extensions": ["discount"]});
+    Some((request, example["response"].clone()))
+}
+
+#[tokio::test]
+async fn the_official_discount_examples_are_reproduced() {
+    let app = spawn_app().await;
+    assert_eq!(put_rules(&app, &discount_rules()).await.status(), StatusCode::OK);
+    for file in ["rejected-discount-code.json", "order-level-discount.json"] {
+        let Some((request, documented)) = example_request(file) else {
+            return;
+        };
+        let s = session(
+            app.acp_post("/checkout_sessions", &request).send().await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        let ours = &s["discounts"];
+        assert_eq!(ours["codes"], documented["discounts"]["codes"], "{file}");
+        let applied: Vec<(&Value, &Value)> = ours["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (&a["code"], &a["amount"]))
+            .collect();
+        let expected: Vec<(&Value, &Value)> = documented["discounts"]["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (&a["code"], &a["amount"]))
+            .collect();
+        assert_eq!(applied, expected, "{file}");
+        assert_eq!(ours["applied"][0]["coupon"]["amount_off"], 1000);
+        let rejected: Vec<(&Value, &Value)> = ours["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (&r["code"], &r["reason"]))
+            .collect();
+        let expected_rejected: Vec<(&Value, &Value)> = documented["discounts"]["rejected"]
+            .as_array()
+            .map(|r| r.iter().map(|r| (&r["code"], &r["reason"])).collect())
+            .unwrap_or_default();
+        assert_eq!(rejected, expected_rejected, "{file}");
+        assert_eq!(s["capabilities"]["extensions"][0]["name"], "discount");
+        // Allocations add up to the discount, and the totals reconcile.
+        let allocated: i64 = ours["applied"][0]["allocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["amount"].as_i64().unwrap())
+            .sum();
+        assert_eq!(allocated, 1000);
+        let t = &s["totals"];
+        assert_eq!(
+            amount(t, "total"),
+            amount(t, "items_base_amount") - amount(t, "items_discount") + amount(t, "fulfillment") + amount(t, "tax")
+        );
+        assert_eq!(amount(t, "fulfillment"), 499);
+        if file.starts_with("rejected") {
+            let warning = s["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["type"] == "warning")
+                .unwrap();
+            assert_eq!(warning["code"], "discount_code_expired");
+            assert_eq!(warning["param"], "$.discounts.codes[1]");
+            assert_eq!(
+                s["status"], "ready_for_payment",
+                "a bad code is a message, never an error"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn codes_are_replaced_on_update_and_automatic_promotions_allocate_per_item() {
+    let app = spawn_app().await;
+    put_rules(&app, &discount_rules()).await;
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE}, {"id": "var_camp_mug_navy", "quantity": 2}],
+                      "fulfillment_details": {"address": san_francisco()}, "discounts": {"codes": ["save10"]},
+                      "capabilities": {"extensions": ["discount"]}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let applied = s["discounts"]["applied"].as_array().unwrap();
+    assert_eq!(applied.len(), 2, "the automatic mug promotion and SAVE10");
+    assert_eq!(applied[0]["automatic"], true);
+    assert_eq!(
+        applied[0]["allocations"],
+        json!([{"path": "$.line_items[1]", "amount": 600}]),
+        "20 % of 2 × 14.99, on the mugs only"
+    );
+    let id = s["id"].as_str().unwrap();
+    let cleared = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"discounts": {"codes": []}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cleared["discounts"]["codes"], json!([]));
+    assert_eq!(
+        cleared["discounts"]["applied"].as_array().unwrap().len(),
+        1,
+        "only the automatic one is left"
+    );
+    let legacy = session(
+        app.acp_post(&format!("/checkout_sessions/{id}"), &json!({"coupons": ["SAVE10"]}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        legacy["discounts"]["codes"],
+        json!(["SAVE10"]),
+        "the deprecated coupons alias still works"
+    );
+}
