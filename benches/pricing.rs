@@ -74,6 +74,7 @@ fn rules() -> Rules {
             ends_at: None,
             stackable: true,
             max_redemptions: None,
+            max_per_buyer: None,
             redeemed: 0,
         })
         .collect();
@@ -113,6 +114,7 @@ fn bench_pricing(c: &mut Criterion) {
     };
     let codes = vec!["CODE1".to_owned(), "code3".to_owned()];
     let now = Utc::now();
+    let redemptions = std::collections::HashMap::new();
     c.bench_function("price 100 lines x 20 rules", |b| {
         b.iter(|| {
             let request = PriceRequest {
@@ -122,6 +124,7 @@ fn bench_pricing(c: &mut Criterion) {
                 shipping_method: Some("m2"),
                 codes: &codes,
                 now,
+                redemptions: &redemptions,
             };
             black_box(price(&request, &rules).expect("priced"))
         });

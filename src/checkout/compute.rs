@@ -60,7 +60,13 @@ fn total(kind: &str, display_text: &str, amount: i64) -> Total {
 
 /// Recomputes everything derived from the session's inputs. `catalog` must contain every requested item (the
 /// caller refuses unknown ids before this point).
-pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, rules: &Rules, now: DateTime<Utc>) {
+pub fn recompute(
+    session: &mut Session,
+    catalog: &HashMap<String, VariantRow>,
+    rules: &Rules,
+    redemptions: &HashMap<String, (u32, u32)>,
+    now: DateTime<Utc>,
+) {
     let mut messages = Vec::new();
     let rows: Vec<(&RequestedItem, &VariantRow)> = session
         .items
@@ -76,15 +82,14 @@ pub fn recompute(session: &mut Session, catalog: &HashMap<String, VariantRow>, r
         .iter()
         .find(|s| s.kind == FulfillmentKind::Shipping)
         .map(|s| s.option_id.clone());
-    let priced = price(
-        session,
-        &rows,
+    let pricing = Pricing {
         rules,
-        destination.as_ref(),
-        requested_shipping.as_deref(),
+        redemptions,
+        destination: destination.as_ref(),
+        requested_shipping: requested_shipping.as_deref(),
         now,
-        &mut messages,
-    );
+    };
+    let priced = price(session, &rows, pricing, &mut messages);
     let lines: Vec<Line> = rows
         .iter()
         .enumerate()
@@ -123,16 +128,29 @@ fn destination(session: &Session) -> Option<Destination> {
     })
 }
 
+/// What pricing a session needs besides the session itself.
+struct Pricing<'a> {
+    rules: &'a Rules,
+    redemptions: &'a HashMap<String, (u32, u32)>,
+    destination: Option<&'a Destination>,
+    requested_shipping: Option<&'a str>,
+    now: DateTime<Utc>,
+}
+
 /// Prices the cart; the requested shipping method if the destination offers it, else the first one offered.
 fn price(
     session: &Session,
     rows: &[(&RequestedItem, &VariantRow)],
-    rules: &Rules,
-    destination: Option<&Destination>,
-    requested_shipping: Option<&str>,
-    now: DateTime<Utc>,
+    pricing: Pricing<'_>,
     messages: &mut Vec<Message>,
 ) -> Option<Priced> {
+    let Pricing {
+        rules,
+        redemptions,
+        destination,
+        requested_shipping,
+        now,
+    } = pricing;
     if pricing::currency::exponent(&session.currency).is_none() {
         messages.push(Message::error(
             "invalid",
@@ -165,6 +183,7 @@ fn price(
             shipping_method: method,
             codes: &session.discount_codes,
             now,
+            redemptions,
         };
         pricing::price(&request, rules).ok()
     };

@@ -141,7 +141,8 @@ impl Checkout {
             expires_at: now + self.session_ttl,
         };
         let rules = self.rules.current(conn).await?;
-        compute::recompute(&mut session, &catalog, &rules, now);
+        let redemptions = redemption_counts(conn, &rules, &session, false).await?;
+        compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         insert(conn, &session).await?;
         Ok(session)
     }
@@ -183,7 +184,8 @@ impl Checkout {
         }
         let catalog = load_catalog(conn, &session.items).await?;
         let rules = self.rules.current(conn).await?;
-        compute::recompute(&mut session, &catalog, &rules, now);
+        let redemptions = redemption_counts(conn, &rules, &session, false).await?;
+        compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
         save(conn, &session).await?;
         Ok(session)
@@ -273,8 +275,21 @@ impl Checkout {
         let rows = catalog::variants_for_update(conn, &ids).await?;
         let catalog: HashMap<String, VariantRow> = rows.into_iter().map(|v| (v.variant_id.clone(), v)).collect();
         let rules = self.rules.current(conn).await?;
-        compute::recompute(&mut session, &catalog, &rules, now);
+        // Usage limits are decided here, under per-promotion locks held until this transaction commits.
+        let redemptions = redemption_counts(conn, &rules, &session, true).await?;
+        let quoted_total = session.computed.total();
+        compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
+        if session.status != Status::NotReadyForPayment && session.computed.total() != quoted_total {
+            // Never charge an amount the agent has not seen: show the new total and let it confirm again.
+            session.computed.messages.push(Message::warning(
+                "price_change",
+                "$.totals",
+                "The total changed since it was last shown (a price or a discount changed); review and complete again.",
+            ));
+            save(conn, &session).await?;
+            return Ok((session, None));
+        }
         if session.status == Status::NotReadyForPayment {
             save(conn, &session).await?;
             return Ok((session, None));
@@ -303,6 +318,7 @@ impl Checkout {
             session.pending_order_id = Some(format!("ord_{}", uuid::Uuid::now_v7().simple()));
         }
         let charge = charge_for(&session, input);
+        reserve_redemptions(conn, &session).await?;
         session.status = Status::CompleteInProgress;
         save(conn, &session).await?;
         Ok((session, Some(charge)))
@@ -356,6 +372,7 @@ impl Checkout {
             }
             Ok(ChargeOutcome::Declined { message, .. }) => {
                 self.release_stock(conn, &mut session).await?;
+                release_redemptions(conn, &session.id).await?;
                 session.authentication_pending = false;
                 session.status = Status::ReadyForPayment;
                 session.computed.messages.push(declined_message(&message));
@@ -364,6 +381,7 @@ impl Checkout {
             }
             Ok(ChargeOutcome::RequiresAuthentication) => {
                 self.release_stock(conn, &mut session).await?;
+                release_redemptions(conn, &session.id).await?;
                 session.authentication_pending = true;
                 session.status = Status::AuthenticationRequired;
                 save(conn, &session).await?;
@@ -371,6 +389,7 @@ impl Checkout {
             }
             Err(e) => {
                 self.release_stock(conn, &mut session).await?;
+                release_redemptions(conn, &session.id).await?;
                 session.status = if session.authentication_pending {
                     Status::AuthenticationRequired
                 } else {
@@ -395,6 +414,80 @@ impl Checkout {
         }
         Ok(())
     }
+}
+
+fn buyer_email(session: &Session) -> Option<&str> {
+    session
+        .buyer
+        .as_ref()
+        .map(|b| b.email.as_str())
+        .or_else(|| session.fulfillment_details.as_ref().and_then(|d| d.email.as_deref()))
+}
+
+/// Redemptions so far of the rules' limited promotions: (all buyers, this session's buyer). With `lock`, each
+/// limited promotion is locked until the transaction ends, so concurrent completes cannot both take the last use.
+async fn redemption_counts(
+    conn: &mut PgConnection,
+    rules: &crate::pricing::Rules,
+    session: &Session,
+    lock: bool,
+) -> Result<HashMap<String, (u32, u32)>, sqlx::Error> {
+    let mut limited: Vec<String> = rules
+        .promotions
+        .iter()
+        .filter(|p| p.max_redemptions.is_some() || p.max_per_buyer.is_some())
+        .map(|p| p.id.clone())
+        .collect();
+    if limited.is_empty() {
+        return Ok(HashMap::new());
+    }
+    limited.sort();
+    if lock {
+        for id in &limited {
+            sqlx::query("select pg_advisory_xact_lock(hashtext('promotion:' || $1))")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select promotion_id, count(*), count(*) filter (where lower(buyer_email) = lower($2))
+         from promotion_redemption where promotion_id = any($1) and checkout_session_id <> $3
+         group by promotion_id",
+    )
+    .bind(&limited)
+    .bind(buyer_email(session))
+    .bind(&session.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, all, mine)| (id, (all as u32, mine as u32)))
+        .collect())
+}
+
+/// Counts this session's promotions as redeemed (undone by [`release_redemptions`] if the payment fails).
+async fn reserve_redemptions(conn: &mut PgConnection, session: &Session) -> Result<(), sqlx::Error> {
+    for applied in &session.computed.applied_discounts {
+        sqlx::query(
+            "insert into promotion_redemption (promotion_id, checkout_session_id, buyer_email) values ($1, $2, $3)
+             on conflict do nothing",
+        )
+        .bind(&applied.promotion_id)
+        .bind(&session.id)
+        .bind(buyer_email(session))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn release_redemptions(conn: &mut PgConnection, session_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from promotion_redemption where checkout_session_id = $1")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The charge a complete call makes: everything but the token comes from the session as phase 1 left it, so a

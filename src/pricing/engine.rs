@@ -5,6 +5,8 @@
 //! taxes (every matching jurisdiction rule adds up, e.g. state + local; exclusive or inclusive; rounded per line
 //! or per order) → totals.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy, prelude::ToPrimitive};
 
@@ -42,6 +44,8 @@ pub struct PriceRequest<'a> {
     pub shipping_method: Option<&'a str>,
     pub codes: &'a [String],
     pub now: DateTime<Utc>,
+    /// Redemptions so far per promotion id: (all buyers, this buyer). Missing ids count as none.
+    pub redemptions: &'a HashMap<String, (u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,14 +217,18 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
 }
 
 /// Why a promotion cannot apply now, if it cannot.
-fn ineligible(p: &Promotion, now: DateTime<Utc>, items_base: i64) -> Option<RejectReason> {
+fn ineligible(p: &Promotion, request: &PriceRequest<'_>, items_base: i64) -> Option<RejectReason> {
+    let now = request.now;
+    let (total, by_buyer) = request.redemptions.get(&p.id).copied().unwrap_or((0, 0));
     if p.ends_at.is_some_and(|end| now >= end) {
         return Some(RejectReason::Expired);
     }
     if p.starts_at.is_some_and(|start| now < start) {
         return Some(RejectReason::Invalid);
     }
-    if p.max_redemptions.is_some_and(|max| p.redeemed >= max) {
+    if p.max_redemptions.is_some_and(|max| p.redeemed.max(total) >= max)
+        || p.max_per_buyer.is_some_and(|max| by_buyer >= max)
+    {
         return Some(RejectReason::UsageLimitReached);
     }
     if items_base < p.min_subtotal {
@@ -270,7 +278,7 @@ fn apply_promotions(
     }
     for (code, promotion) in automatic.chain(coded) {
         let reject = |reason| code.clone().map(|code| RejectedCode { code, reason });
-        if let Some(reason) = ineligible(promotion, request.now, items_base) {
+        if let Some(reason) = ineligible(promotion, request, items_base) {
             rejected.extend(reject(reason));
             continue;
         }

@@ -120,6 +120,9 @@ pub struct Promotion {
     pub stackable: bool,
     #[serde(default)]
     pub max_redemptions: Option<u32>,
+    /// Redemptions allowed per buyer email.
+    #[serde(default)]
+    pub max_per_buyer: Option<u32>,
     /// How often it was redeemed so far (from completed orders).
     #[serde(default)]
     pub redeemed: u32,

@@ -77,6 +77,7 @@ fn promo(id: &str, code: Option<&str>, kind: PromotionKind) -> Promotion {
         ends_at: None,
         stackable: true,
         max_redemptions: None,
+        max_per_buyer: None,
         redeemed: 0,
     }
 }
@@ -97,6 +98,7 @@ fn run(
         shipping_method: ship,
         codes: &codes,
         now: now(),
+        redemptions: &Default::default(),
     };
     price(&request, rules).expect("priced")
 }
@@ -213,6 +215,7 @@ fn run_err(currency: &str) -> Result<Priced, super::PricingError> {
         shipping_method: None,
         codes: &[],
         now: now(),
+        redemptions: &Default::default(),
     };
     price(&request, &Rules::default())
 }
@@ -280,6 +283,49 @@ fn codes_are_rejected_with_the_discount_extension_reasons() {
     assert_eq!(priced.applied.len(), 1, "only OK applies");
     assert_eq!(priced.totals.items_discount, 100);
     assert_eq!(RejectReason::Expired.code(), "discount_code_expired");
+}
+
+#[test]
+fn redemption_counts_enforce_total_and_per_buyer_limits() {
+    let mut once_each = promo("once", Some("ONCE"), PromotionKind::Fixed { amount: 100 });
+    once_each.max_per_buyer = Some(1);
+    let mut hundred = promo("hundred", Some("HUNDRED"), PromotionKind::Fixed { amount: 100 });
+    hundred.max_redemptions = Some(100);
+    let rules = Rules {
+        promotions: vec![once_each, hundred],
+        ..Rules::default()
+    };
+    let lines = [line("a", 5000, 1)];
+    let codes = vec!["ONCE".to_owned(), "HUNDRED".to_owned()];
+    let counts = |once: (u32, u32), hundred: (u32, u32)| {
+        std::collections::HashMap::from([("once".to_owned(), once), ("hundred".to_owned(), hundred)])
+    };
+    let priced = |redemptions: &std::collections::HashMap<String, (u32, u32)>| {
+        let request = PriceRequest {
+            currency: "usd",
+            lines: &lines,
+            destination: None,
+            shipping_method: None,
+            codes: &codes,
+            now: now(),
+            redemptions,
+        };
+        price(&request, &rules).expect("priced")
+    };
+    let fresh_counts = counts((40, 0), (99, 7));
+    let fresh = priced(&fresh_counts);
+    assert_eq!(
+        fresh.applied.len(),
+        2,
+        "other buyers' uses do not count against this buyer"
+    );
+    let used_counts = counts((40, 1), (100, 0));
+    let used = priced(&used_counts);
+    let reasons: Vec<&str> = used.rejected.iter().map(|r| r.reason.code()).collect();
+    assert_eq!(
+        reasons,
+        ["discount_code_usage_limit_reached", "discount_code_usage_limit_reached"]
+    );
 }
 
 #[test]
@@ -472,7 +518,7 @@ proptest! {
     ) {
         let destination = dest("US", Some("CA"), Some("94131"));
         let d = with_address.then_some(&destination);
-        let request = PriceRequest { currency: "usd", lines: &lines, destination: d, shipping_method: Some("ground"), codes: &codes, now: now() };
+        let request = PriceRequest { currency: "usd", lines: &lines, destination: d, shipping_method: Some("ground"), codes: &codes, now: now(), redemptions: &Default::default() };
         let priced = price(&request, &rules).expect("priced");
         let again = price(&request, &rules).expect("priced");
         prop_assert_eq!(&priced, &again, "pricing is deterministic");

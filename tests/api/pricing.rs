@@ -385,3 +385,120 @@ async fn codes_are_replaced_on_update_and_automatic_promotions_allocate_per_item
         "the deprecated coupons alias still works"
     );
 }
+
+#[tokio::test]
+async fn the_last_use_of_a_code_goes_to_one_checkout_and_the_other_sees_the_new_price_before_paying() {
+    let app = spawn_app().await;
+    let mut rules = discount_rules();
+    rules["promotions"][0]["max_redemptions"] = json!(1);
+    put_rules(&app, &rules).await;
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE}], "capabilities": {"extensions": ["discount"]},
+                      "buyer": {"email": "a@example.com"},
+                      "fulfillment_details": {"address": san_francisco()}, "discounts": {"codes": ["SAVE10"]}});
+    let first = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let second = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        amount(&second["totals"], "items_discount"),
+        1000,
+        "both were quoted the discount"
+    );
+
+    let pay = |s: &Value| {
+        app.acp_post(
+            &format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap()),
+            &crate::lifecycle::payment("spt_sim_ok"),
+        )
+    };
+    let done = session(pay(&first).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(done["status"], "completed");
+
+    // The second checkout's discount is gone: it is not charged the new amount unseen.
+    let changed = session(pay(&second).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(changed["status"], "ready_for_payment");
+    assert!(
+        changed["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["code"] == "price_change")
+    );
+    assert_eq!(
+        changed["discounts"]["rejected"][0]["reason"],
+        "discount_code_usage_limit_reached"
+    );
+    let charges: i64 = sqlx::query_scalar("select count(*) from simulator_charge")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(charges, 1, "nothing charged for the changed checkout yet");
+
+    let paid = session(pay(&second).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(paid["status"], "completed", "confirmed at the new total");
+    let amounts: Vec<i64> = sqlx::query_scalar("select amount from simulator_charge order by created_at")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(amounts[1] - amounts[0], 1000, "the second paid without the discount");
+    let redemptions: i64 = sqlx::query_scalar("select count(*) from promotion_redemption")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(redemptions, 1);
+}
+
+#[tokio::test]
+async fn a_declined_payment_gives_the_redemption_back() {
+    let app = spawn_app().await;
+    let mut rules = discount_rules();
+    rules["promotions"][0]["max_per_buyer"] = json!(1);
+    put_rules(&app, &rules).await;
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE}], "buyer": {"email": "b@example.com"},
+                      "fulfillment_details": {"address": san_francisco()}, "discounts": {"codes": ["SAVE10"]}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let path = format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap());
+    session(
+        app.acp_post(&path, &crate::lifecycle::payment("spt_sim_decline"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let redemptions: i64 = sqlx::query_scalar("select count(*) from promotion_redemption")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(redemptions, 0, "a declined payment does not use the code up");
+    let paid = session(
+        app.acp_post(&path, &crate::lifecycle::payment("spt_sim_ok"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(paid["status"], "completed");
+    assert_eq!(amount(&paid["totals"], "items_discount"), 1000);
+    // The same buyer cannot use it again.
+    let again = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        again["discounts"]["rejected"][0]["reason"],
+        "discount_code_usage_limit_reached"
+    );
+}
