@@ -473,8 +473,10 @@ fn discounts(
                 },
                 amount_off: match kind {
                     Some(PromotionKind::Fixed { amount }) => Some(amount),
+                    Some(PromotionKind::FreeShipping) => Some(a.amount),
                     _ => None,
                 },
+                free_shipping: a.free_shipping,
             }
         })
         .collect();

@@ -199,6 +199,9 @@ pub struct AppliedDiscount {
     pub allocations: Vec<(usize, i64)>,
     pub percent_off: Option<rust_decimal::Decimal>,
     pub amount_off: Option<i64>,
+    /// A free-shipping promotion: its amount is allocated to the fulfillment total, not to lines.
+    #[serde(default)]
+    pub free_shipping: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,6 +64,8 @@ pub struct ShippingQuote {
     pub title: String,
     pub carrier: Option<String>,
     pub amount: i64,
+    /// What a free-shipping promotion took off this method (0 without one).
+    pub waived_by_promotion: i64,
     pub min_business_days: u32,
     pub max_business_days: u32,
 }
@@ -174,6 +176,11 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
         .and_then(|id| shipping_options.iter().find(|q| q.id == id))
         .cloned();
     let shipping = selected.as_ref().map_or(0, |q| q.amount);
+    // A free-shipping promotion is worth what it waived on the method that applies.
+    let mut applied = applied;
+    for a in applied.iter_mut().filter(|a| a.free_shipping) {
+        a.amount = selected.as_ref().map_or(0, |q| q.waived_by_promotion);
+    }
 
     let line_rates: Vec<Decimal> = request
         .lines
@@ -363,15 +370,19 @@ fn quotes(request: &PriceRequest<'_>, rules: &Rules, subtotal: i64, free_shippin
                 .max_by_key(|b| b.min_subtotal);
             let mut amount = band
                 .map_or(0, |b| b.amount)
-                .saturating_add(m.per_kg.saturating_mul(started_kg));
-            if free_shipping || m.free_over.is_some_and(|free| subtotal >= free) {
+                .saturating_add(m.per_kg.saturating_mul(started_kg))
+                .max(0);
+            if m.free_over.is_some_and(|free| subtotal >= free) {
                 amount = 0;
             }
+            let waived_by_promotion = if free_shipping { amount } else { 0 };
+            amount -= waived_by_promotion;
             ShippingQuote {
                 id: m.id.clone(),
                 title: m.title.clone(),
                 carrier: m.carrier.clone(),
-                amount: amount.max(0),
+                amount,
+                waived_by_promotion,
                 min_business_days: m.min_business_days,
                 max_business_days: m.max_business_days,
             }

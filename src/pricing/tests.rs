@@ -538,9 +538,18 @@ proptest! {
             let allocated: i64 = priced.applied.iter().map(|a| a.allocations[i]).sum();
             prop_assert_eq!(allocated, priced.lines[i].discount, "allocations add up per line");
         }
+        let waived = priced.selected_shipping.as_ref()
+            .and_then(|id| priced.shipping_options.iter().find(|q| &q.id == id))
+            .map_or(0, |q| q.waived_by_promotion);
         for a in &priced.applied {
-            prop_assert_eq!(a.allocations.iter().sum::<i64>(), a.amount, "allocations add up to the discount");
             prop_assert!(a.amount >= 0);
+            if a.free_shipping {
+                // Free shipping is worth what it waived on the fulfillment total; no line carries it.
+                prop_assert!(a.allocations.iter().all(|x| *x == 0));
+                prop_assert_eq!(a.amount, waived);
+            } else {
+                prop_assert_eq!(a.allocations.iter().sum::<i64>(), a.amount, "allocations add up to the discount");
+            }
         }
         let t = &priced.totals;
         prop_assert!(t.items_base >= 0 && t.items_discount >= 0 && t.subtotal >= 0 && t.fulfillment >= 0 && t.tax >= 0 && t.total >= 0);

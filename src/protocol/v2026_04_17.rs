@@ -422,13 +422,23 @@ fn discounts(s: &Session) -> Value {
                 coupon["amount_off"] = json!(amount);
                 coupon["currency"] = json!(s.currency);
             }
+            let allocations: Vec<Value> = if a.free_shipping {
+                vec![json!({"path": "$.totals.fulfillment", "amount": a.amount})]
+            } else {
+                a.allocations
+                    .iter()
+                    .map(|(i, amount)| json!({"path": format!("$.line_items[{i}]"), "amount": amount}))
+                    .collect()
+            };
+            // A percentage comes off each line; a fixed amount is spread across them.
+            let method = if a.percent_off.is_some() { "each" } else { "across" };
             let mut v = json!({
                 "id": format!("di_{}", a.promotion_id),
                 "coupon": coupon,
                 "amount": a.amount,
                 "automatic": a.code.is_none(),
-                "method": "across",
-                "allocations": a.allocations.iter().map(|(i, amount)| json!({"path": format!("$.line_items[{i}]"), "amount": amount})).collect::<Vec<_>>(),
+                "method": method,
+                "allocations": allocations,
             });
             if let Some(code) = &a.code {
                 v["code"] = json!(code);

@@ -502,3 +502,127 @@ async fn a_declined_payment_gives_the_redemption_back() {
         "discount_code_usage_limit_reached"
     );
 }
+
+/// Imports the example's items with the example's unit prices, so amounts can match exactly.
+async fn import_items(app: &TestApp, items: &[(&str, i64)]) {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|(id, price)| {
+            json!({"id": format!("prod_{id}"), "variants": [{"id": id, "title": id, "price": {"amount": price, "currency": "USD"}}]})
+                .to_string()
+        })
+        .collect();
+    let r = app
+        .client
+        .post(app.url("/admin/catalog/import"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+fn rules_with(shipping: i64, promotions: Value) -> Value {
+    json!({"currency": "usd", "promotions": promotions,
+           "shipping": [{"id": "shipping_standard", "title": "Standard Shipping", "countries": ["US"],
+                         "bands": [{"min_subtotal": 0, "amount": shipping}], "min_business_days": 3, "max_business_days": 5}]})
+}
+
+#[tokio::test]
+async fn the_automatic_percentage_and_stacked_discount_examples_are_reproduced() {
+    let cases = [
+        (
+            "automatic-discount.json",
+            vec![("item_123", 1899)],
+            rules_with(
+                599,
+                json!([{"id": "coupon_freeship50", "name": "Free shipping on orders over $50",
+                "kind": {"type": "free_shipping"}, "target": {"type": "order"}, "min_subtotal": 5000}]),
+            ),
+        ),
+        (
+            "percentage-discount-with-allocations.json",
+            vec![("item_shirt", 2500), ("item_pants", 6000)],
+            rules_with(
+                0,
+                json!([{"id": "coupon_summer", "name": "Summer Sale 20% Off", "code": "SUMMER20",
+                "kind": {"type": "percent", "rate": "0.20"}, "target": {"type": "order"}}]),
+            ),
+        ),
+        (
+            "stacked-discounts.json",
+            vec![("item_laptop", 199_900), ("item_mouse", 9900)],
+            rules_with(
+                1999,
+                json!([
+                {"id": "coupon_summer20", "name": "Summer Sale 20% Off", "code": "SUMMER20",
+                 "kind": {"type": "percent", "rate": "0.20"}, "target": {"type": "order"}},
+                {"id": "coupon_loyalty5", "name": "$5 Loyalty Reward", "code": "LOYALTY5",
+                 "kind": {"type": "fixed", "amount": 500}, "target": {"type": "order"}}]),
+            ),
+        ),
+    ];
+    for (file, items, rules) in cases {
+        let Some(example) = crate::official::examples("2026-04-17", &format!("discount-extension/{file}")) else {
+            return;
+        };
+        let app = spawn_app().await;
+        import_items(&app, &items).await;
+        assert_eq!(put_rules(&app, &rules).await.status(), StatusCode::OK);
+        let mut request = example["request"].clone();
+        request["fulfillment_details"] = json!({"address": san_francisco()});
+        request["capabilities"] = json!({"extensions": ["discount"]});
+        let s = session(
+            app.acp_post("/checkout_sessions", &request).send().await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        let documented = &example["response"];
+
+        let ours = s["discounts"]["applied"].as_array().unwrap();
+        let theirs = documented["discounts"]["applied"].as_array().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{file}");
+        for (mine, doc) in ours.iter().zip(theirs) {
+            assert_eq!(mine["code"], doc["code"], "{file}");
+            assert_eq!(mine["amount"], doc["amount"], "{file}");
+            assert_eq!(mine["coupon"]["id"], doc["coupon"]["id"], "{file}");
+            if doc.get("automatic").is_some() {
+                assert_eq!(mine["automatic"], doc["automatic"], "{file}");
+            }
+            if doc.get("method").is_some() {
+                assert_eq!(mine["method"], doc["method"], "{file}");
+            }
+            if let Some(allocations) = doc.get("allocations") {
+                assert_eq!(&mine["allocations"], allocations, "{file}");
+            }
+        }
+        let doc_totals = &documented["totals"];
+        let doc_amount = |kind: &str| -> i64 {
+            doc_totals
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["type"] == kind)
+                .map(|t| t["amount"].as_i64().unwrap())
+                .sum()
+        };
+        assert_eq!(amount(&s["totals"], "subtotal"), doc_amount("subtotal"), "{file}");
+        assert_eq!(amount(&s["totals"], "fulfillment"), doc_amount("fulfillment"), "{file}");
+        if doc_totals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["type"] == "items_discount")
+        {
+            assert_eq!(
+                amount(&s["totals"], "items_discount"),
+                doc_amount("items_discount"),
+                "{file}"
+            );
+        }
+        if doc_amount("tax") == 0 {
+            assert_eq!(amount(&s["totals"], "total"), doc_amount("total"), "{file}");
+        }
+    }
+}
