@@ -27,6 +27,12 @@ pub fn router() -> Router<AppState> {
         .route("/admin/simulator/release", post(release_simulator))
         .route("/admin/agents", get(list_agents).post(create_agent))
         .route("/admin/pricing/rules", get(get_rules).put(put_rules))
+        .route("/admin/pricing/rules/settings", axum::routing::put(put_rule_settings))
+        .route("/admin/pricing/rules/{collection}", get(list_rule_items))
+        .route(
+            "/admin/pricing/rules/{collection}/{key}",
+            axum::routing::put(put_rule_item).delete(delete_rule_item),
+        )
         .route("/admin/agents/{id}", axum::routing::delete(disable_agent))
 }
 
@@ -239,4 +245,129 @@ impl From<crate::pricing::store::RulesError> for ApiError {
             crate::pricing::store::RulesError::Db(e) => e.into(),
         }
     }
+}
+
+/// The rule collections and the field that names an item in each.
+fn collection_key(collection: &str) -> Result<&'static str, ApiError> {
+    match collection {
+        "taxes" => Ok("name"),
+        "shipping" | "promotions" => Ok("id"),
+        _ => Err(ApiError::not_found(
+            "Rule collections are taxes, shipping and promotions",
+        )),
+    }
+}
+
+/// Applies `change` to the rules in force (stored, or the configuration defaults), validates the result and
+/// stores it as a new version — all under a lock on the stored bundle, so concurrent edits do not lose each other.
+async fn modify_rules(
+    state: &AppState,
+    change: impl FnOnce(&mut serde_json::Value) -> Result<(), ApiError>,
+) -> Result<i64, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let stored: Option<sqlx::types::Json<crate::pricing::Rules>> =
+        sqlx::query_scalar("select rules from pricing_rules where singleton for update")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let current = stored.map_or_else(|| state.checkout.rules.fallback().clone(), |sqlx::types::Json(r)| r);
+    let mut value = serde_json::to_value(current).map_err(|_| ApiError::internal())?;
+    change(&mut value)?;
+    let rules: crate::pricing::Rules = parse_value(value)?;
+    let version = crate::pricing::store::save(&mut tx, &rules).await?;
+    tx.commit().await?;
+    tracing::info!(version, "pricing rules changed");
+    Ok(version)
+}
+
+async fn list_rule_items(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Path(collection): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    collection_key(&collection)?;
+    let stored = crate::pricing::store::load(&mut *state.db.acquire().await?).await?;
+    let rules = stored.map_or_else(|| state.checkout.rules.fallback().clone(), |(_, r)| r);
+    let value = serde_json::to_value(rules).map_err(|_| ApiError::internal())?;
+    Ok(Json(json!({ collection.as_str(): value[collection.as_str()] })).into_response())
+}
+
+/// Creates or replaces one rule; the key in the path must match the rule's own.
+async fn put_rule_item(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Path((collection, key)): axum::extract::Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let key_field = collection_key(&collection)?;
+    let item = read_json(request, state.settings.max_body_bytes)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON rule is required").with_param("$"))?;
+    if item[key_field] != json!(key) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{key_field} must equal the key in the path"),
+        )
+        .with_param(format!("$.{key_field}")));
+    }
+    let version = modify_rules(&state, |rules| {
+        let items = rules[collection.as_str()]
+            .as_array_mut()
+            .ok_or_else(ApiError::internal)?;
+        match items.iter_mut().find(|i| i[key_field] == json!(key)) {
+            Some(existing) => *existing = item,
+            None => items.push(item),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"version": version})).into_response())
+}
+
+async fn delete_rule_item(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Path((collection, key)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key_field = collection_key(&collection)?;
+    let version = modify_rules(&state, |rules| {
+        let items = rules[collection.as_str()]
+            .as_array_mut()
+            .ok_or_else(ApiError::internal)?;
+        let before = items.len();
+        items.retain(|i| i[key_field] != json!(key));
+        if items.len() == before {
+            return Err(ApiError::not_found(format!("No {collection} rule `{key}`")));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"version": version})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSettings {
+    #[serde(default)]
+    currency: Option<String>,
+    tax_inclusive: bool,
+    rounding: crate::pricing::rules::Rounding,
+    rounding_level: crate::pricing::rules::RoundingLevel,
+}
+
+/// Sets the merchant-wide tax settings (currency, inclusive prices, rounding mode and level).
+async fn put_rule_settings(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
+    let body = read_json(request, state.settings.max_body_bytes)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let settings: RuleSettings = parse_value(body)?;
+    let version = modify_rules(&state, |rules| {
+        rules["currency"] = json!(settings.currency);
+        rules["tax_inclusive"] = json!(settings.tax_inclusive);
+        rules["rounding"] = serde_json::to_value(settings.rounding).map_err(|_| ApiError::internal())?;
+        rules["rounding_level"] = serde_json::to_value(settings.rounding_level).map_err(|_| ApiError::internal())?;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"version": version})).into_response())
 }

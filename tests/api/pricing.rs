@@ -626,3 +626,101 @@ async fn the_automatic_percentage_and_stacked_discount_examples_are_reproduced()
         }
     }
 }
+
+#[tokio::test]
+async fn single_rules_are_created_replaced_listed_and_deleted() {
+    let app = spawn_app().await;
+    let put = |path: String, body: Value| {
+        app.client
+            .put(app.url(&path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let tax = json!({"name": "California", "country": "US", "region": "CA", "category": "standard", "rate": "0.0725"});
+    let r = put("/admin/pricing/rules/taxes/California".into(), tax.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut raised = tax.clone();
+    raised["rate"] = json!("0.08");
+    put("/admin/pricing/rules/taxes/California".into(), raised)
+        .await
+        .unwrap();
+    let list: Value = app
+        .client
+        .get(app.url("/admin/pricing/rules/taxes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["taxes"].as_array().unwrap().len(), 1, "replaced, not added");
+    assert_eq!(list["taxes"][0]["rate"], "0.08");
+    // The configuration's shipping methods were kept when the first rule was stored.
+    let shipping: Value = app
+        .client
+        .get(app.url("/admin/pricing/rules/shipping"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shipping["shipping"].as_array().unwrap().len(), 2);
+
+    let r = put(
+        "/admin/pricing/rules/settings".into(),
+        json!({"currency": "usd", "tax_inclusive": false, "rounding": "half_up", "rounding_level": "order"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let body =
+        json!({"currency": "usd", "line_items": [{"id": TEE}], "fulfillment_details": {"address": san_francisco()}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(amount(&s["totals"], "tax"), 200, "8 % of 25.00");
+
+    let mismatch = put("/admin/pricing/rules/taxes/Nevada".into(), tax.clone())
+        .await
+        .unwrap();
+    error(mismatch, StatusCode::BAD_REQUEST, "invalid", Some("$.name")).await;
+    let mut negative = tax.clone();
+    negative["rate"] = json!("-1");
+    let bad = put("/admin/pricing/rules/taxes/California".into(), negative)
+        .await
+        .unwrap();
+    error(bad, StatusCode::BAD_REQUEST, "invalid", Some("$.taxes[0].rate")).await;
+    let gone = app
+        .client
+        .delete(app.url("/admin/pricing/rules/taxes/California"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::OK);
+    let missing = app
+        .client
+        .delete(app.url("/admin/pricing/rules/taxes/California"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .client
+        .get(app.url("/admin/pricing/rules/coupons"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
