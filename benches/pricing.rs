@@ -125,6 +125,7 @@ fn bench_pricing(c: &mut Criterion) {
                 codes: &codes,
                 now,
                 redemptions: &redemptions,
+                tax_exempt: false,
             };
             black_box(price(&request, &rules).expect("priced"))
         });

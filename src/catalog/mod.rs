@@ -171,16 +171,17 @@ async fn upsert_variant(
         .find(|m| m.kind == "image")
         .map(|m| m.url.clone());
     let available = v.availability.as_ref().and_then(|a| a.available).unwrap_or(true);
+    let category = v.categories.as_ref().and_then(|c| c.first()).map(|c| c.value.clone());
     let status = v.availability.as_ref().and_then(|a| a.status.clone());
     sqlx::query(
         "insert into variant (variant_id, product_id, title, description, url, image_url, price_amount, currency,
-                              available, availability_status)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                              available, availability_status, category)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          on conflict (variant_id) do update set
              product_id = excluded.product_id, title = excluded.title, description = excluded.description,
              url = excluded.url, image_url = excluded.image_url, price_amount = excluded.price_amount,
              currency = excluded.currency, available = excluded.available,
-             availability_status = excluded.availability_status, updated_at = now()",
+             availability_status = excluded.availability_status, category = excluded.category, updated_at = now()",
     )
     .bind(&v.id)
     .bind(&product.id)
@@ -192,6 +193,7 @@ async fn upsert_variant(
     .bind(v.price.as_ref().map(|p| p.currency.to_ascii_lowercase()))
     .bind(available)
     .bind(status)
+    .bind(category)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -270,10 +272,12 @@ pub struct VariantRow {
     pub weight_grams: i32,
     pub requires_shipping: bool,
     pub disclosures: sqlx::types::Json<Vec<Disclosure>>,
+    pub category: Option<String>,
 }
 
 const VARIANT_COLUMNS: &str = "variant_id, product_id, title, description, url, image_url, price_amount, currency,
-    available, stock_quantity, max_quantity_per_order, tax_category, weight_grams, requires_shipping, disclosures";
+    available, stock_quantity, max_quantity_per_order, tax_category, weight_grams, requires_shipping, disclosures,
+    category";
 
 /// Loads the named variants (unknown ids are simply absent from the result).
 pub async fn variants(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<VariantRow>, sqlx::Error> {

@@ -82,7 +82,9 @@ pub fn recompute(
         .iter()
         .find(|s| s.kind == FulfillmentKind::Shipping)
         .map(|s| s.option_id.clone());
+    let exempt = tax_exempt(session, destination.as_ref(), now);
     let pricing = Pricing {
+        tax_exempt: exempt,
         rules,
         redemptions,
         destination: destination.as_ref(),
@@ -93,7 +95,10 @@ pub fn recompute(
     let lines: Vec<Line> = rows
         .iter()
         .enumerate()
-        .map(|(i, (item, v))| line(i, item, v, priced.as_ref()))
+        .map(|(i, (item, v))| Line {
+            tax_exempt: exempt,
+            ..line(i, item, v, priced.as_ref())
+        })
         .collect();
     let options = fulfillment_options(session, &lines, priced.as_ref(), now, &mut messages);
     let selected = apply_selection(session, &lines, &options, &mut messages);
@@ -130,11 +135,32 @@ fn destination(session: &Session) -> Option<Destination> {
 
 /// What pricing a session needs besides the session itself.
 struct Pricing<'a> {
+    tax_exempt: bool,
     rules: &'a Rules,
     redemptions: &'a HashMap<String, (u32, u32)>,
     destination: Option<&'a Destination>,
     requested_shipping: Option<&'a str>,
     now: DateTime<Utc>,
+}
+
+/// The buyer's exemption applies when it has not expired and covers the destination's region (or lists none).
+fn tax_exempt(session: &Session, destination: Option<&Destination>, now: DateTime<Utc>) -> bool {
+    let Some(exemption) = session.buyer.as_ref().and_then(|b| b.tax_exemption.as_ref()) else {
+        return false;
+    };
+    if exemption.expires_at.is_some_and(|at| at <= now) {
+        return false;
+    }
+    if exemption.exempt_regions.is_empty() {
+        return true;
+    }
+    let Some(d) = destination else { return false };
+    let region = d.region.as_deref().unwrap_or("");
+    let qualified = format!("{}-{region}", d.country);
+    exemption
+        .exempt_regions
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(region) || r.eq_ignore_ascii_case(&qualified))
 }
 
 /// Prices the cart; the requested shipping method if the destination offers it, else the first one offered.
@@ -145,6 +171,7 @@ fn price(
     messages: &mut Vec<Message>,
 ) -> Option<Priced> {
     let Pricing {
+        tax_exempt: exempt,
         rules,
         redemptions,
         destination,
@@ -167,7 +194,7 @@ fn price(
         .iter()
         .map(|(item, v)| CartLine {
             product_id: v.product_id.clone(),
-            product_category: None,
+            product_category: v.category.clone(),
             tax_category: v.tax_category.clone(),
             unit_amount: v.price_amount.unwrap_or(0),
             quantity: item.quantity,
@@ -184,6 +211,7 @@ fn price(
             codes: &session.discount_codes,
             now,
             redemptions,
+            tax_exempt: exempt,
         };
         pricing::price(&request, rules).ok()
     };
@@ -275,6 +303,7 @@ fn line(index: usize, item: &RequestedItem, v: &VariantRow, priced: Option<&Pric
         available_quantity: v.stock_quantity.map(|s| s.max(0) as u32),
         max_quantity_per_order: v.max_quantity_per_order.map(|m| m.max(1) as u32),
         totals,
+        tax_exempt: false,
     }
 }
 

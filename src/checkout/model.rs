@@ -55,6 +55,20 @@ pub struct Buyer {
     pub phone_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_exemption: Option<TaxExemption>,
+}
+
+/// A buyer's tax-exemption certificate (2026-04-17 `TaxExemption`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaxExemption {
+    pub certificate_id: String,
+    pub certificate_type: String,
+    /// Where it applies, as region codes (`CA`) or country-region codes (`US-CA`); empty means everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_regions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +137,9 @@ pub struct Line {
     pub available_quantity: Option<u32>,
     pub max_quantity_per_order: Option<u32>,
     pub totals: Vec<Total>,
+    /// No tax was charged on this line because the buyer's exemption applies.
+    #[serde(default)]
+    pub tax_exempt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

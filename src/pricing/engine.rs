@@ -46,6 +46,8 @@ pub struct PriceRequest<'a> {
     pub now: DateTime<Utc>,
     /// Redemptions so far per promotion id: (all buyers, this buyer). Missing ids count as none.
     pub redemptions: &'a HashMap<String, (u32, u32)>,
+    /// The buyer holds a tax exemption valid for this destination: no tax on lines or shipping.
+    pub tax_exempt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,12 +184,14 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
         a.amount = selected.as_ref().map_or(0, |q| q.waived_by_promotion);
     }
 
+    // An exempt buyer is taxed as if no jurisdiction applied.
+    let taxed_destination = if request.tax_exempt { None } else { request.destination };
     let line_rates: Vec<Decimal> = request
         .lines
         .iter()
-        .map(|l| tax_rate(rules, request.destination, &l.tax_category, false))
+        .map(|l| tax_rate(rules, taxed_destination, &l.tax_category, false))
         .collect();
-    let shipping_rate = tax_rate(rules, request.destination, "standard", true);
+    let shipping_rate = tax_rate(rules, taxed_destination, "standard", true);
     let (line_taxes, shipping_tax) = taxes(rules, &remaining, &line_rates, shipping, shipping_rate);
 
     let lines: Vec<PricedLine> = bases

@@ -99,6 +99,7 @@ fn run(
         codes: &codes,
         now: now(),
         redemptions: &Default::default(),
+        tax_exempt: false,
     };
     price(&request, rules).expect("priced")
 }
@@ -216,6 +217,7 @@ fn run_err(currency: &str) -> Result<Priced, super::PricingError> {
         codes: &[],
         now: now(),
         redemptions: &Default::default(),
+        tax_exempt: false,
     };
     price(&request, &Rules::default())
 }
@@ -309,6 +311,7 @@ fn redemption_counts_enforce_total_and_per_buyer_limits() {
             codes: &codes,
             now: now(),
             redemptions,
+            tax_exempt: false,
         };
         price(&request, &rules).expect("priced")
     };
@@ -518,7 +521,7 @@ proptest! {
     ) {
         let destination = dest("US", Some("CA"), Some("94131"));
         let d = with_address.then_some(&destination);
-        let request = PriceRequest { currency: "usd", lines: &lines, destination: d, shipping_method: Some("ground"), codes: &codes, now: now(), redemptions: &Default::default() };
+        let request = PriceRequest { currency: "usd", lines: &lines, destination: d, shipping_method: Some("ground"), codes: &codes, now: now(), redemptions: &Default::default(), tax_exempt: false };
         let priced = price(&request, &rules).expect("priced");
         let again = price(&request, &rules).expect("priced");
         prop_assert_eq!(&priced, &again, "pricing is deterministic");

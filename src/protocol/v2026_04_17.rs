@@ -354,6 +354,10 @@ fn line(l: &Line) -> Value {
     if let Some(m) = l.max_quantity_per_order {
         v["max_quantity_per_order"] = json!(m);
     }
+    if l.tax_exempt {
+        v["tax_exempt"] = json!(true);
+        v["tax_exemption_reason"] = json!("The buyer's tax-exemption certificate applies.");
+    }
     v
 }
 

@@ -724,3 +724,54 @@ async fn single_rules_are_created_replaced_listed_and_deleted() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn category_promotions_and_buyer_tax_exemptions_apply() {
+    let app = spawn_app().await;
+    let mut rules = bundle();
+    rules["promotions"] = json!([{"id": "shirts15", "name": "Shirts 15% off", "kind": {"type": "percent", "rate": "0.15"},
+                                  "target": {"type": "categories", "names": ["Apparel > Shirts"]}}]);
+    put_rules(&app, &rules).await;
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE}, {"id": "var_camp_mug_navy"}],
+                      "capabilities": {"extensions": ["discount"]},
+                      "fulfillment_details": {"address": san_francisco()}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let applied = &s["discounts"]["applied"][0];
+    assert_eq!(
+        applied["allocations"],
+        json!([{"path": "$.line_items[0]", "amount": 375}]),
+        "15 % of the tee only"
+    );
+    assert!(amount(&s["totals"], "tax") > 0);
+
+    // A resale certificate for California removes the tax; one for Nevada does not.
+    let exempt = |regions: Value| {
+        json!({"buyer": {"email": "shop@example.com",
+                         "tax_exemption": {"certificate_id": "RS-1", "certificate_type": "resale", "exempt_regions": regions}}})
+    };
+    let id = s["id"].as_str().unwrap();
+    let in_ca = session(
+        app.acp_post(&format!("/checkout_sessions/{id}"), &exempt(json!(["US-CA"])))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(amount(&in_ca["totals"], "tax"), 0);
+    assert_eq!(in_ca["line_items"][0]["tax_exempt"], true);
+    let in_nv = session(
+        app.acp_post(&format!("/checkout_sessions/{id}"), &exempt(json!(["NV"])))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert!(amount(&in_nv["totals"], "tax") > 0);
+    assert!(in_nv["line_items"][0].get("tax_exempt").is_none());
+}
