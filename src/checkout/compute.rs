@@ -80,7 +80,7 @@ pub fn recompute(
     let requested_shipping = session
         .requested_selection
         .iter()
-        .find(|s| s.kind == FulfillmentKind::Shipping)
+        .find(|s| matches!(s.kind, FulfillmentKind::Shipping | FulfillmentKind::Pickup))
         .map(|s| s.option_id.clone());
     let exempt = tax_exempt(session, destination.as_ref(), now);
     let pricing = Pricing {
@@ -100,7 +100,7 @@ pub fn recompute(
             ..line(i, item, v, priced.as_ref())
         })
         .collect();
-    let options = fulfillment_options(session, &lines, priced.as_ref(), now, &mut messages);
+    let options = fulfillment_options(session, &lines, rules, priced.as_ref(), now, &mut messages);
     let selected = apply_selection(session, &lines, &options, &mut messages);
     let totals = order_totals(priced.as_ref(), &selected);
     let (applied_discounts, rejected_discounts) = discounts(session, rules, priced.as_ref(), &mut messages);
@@ -310,6 +310,7 @@ fn line(index: usize, item: &RequestedItem, v: &VariantRow, priced: Option<&Pric
 fn fulfillment_options(
     session: &Session,
     lines: &[Line],
+    rules: &Rules,
     priced: Option<&Priced>,
     now: DateTime<Utc>,
     messages: &mut Vec<Message>,
@@ -339,8 +340,23 @@ fn fulfillment_options(
             "requires_buyer_input",
         ));
     }
+    if !shipped.is_empty() {
+        options.extend(rules.pickup.iter().map(|p| FulfillmentOption {
+            kind: FulfillmentKind::Pickup,
+            id: p.id.clone(),
+            title: p.name.clone(),
+            description: p.instructions.clone(),
+            carrier: None,
+            earliest_delivery_time: None,
+            latest_delivery_time: None,
+            item_ids: shipped.clone(),
+            amount: p.amount.max(0),
+            location: Some(p.clone()),
+        }));
+    }
     if !digital.is_empty() {
         options.push(FulfillmentOption {
+            location: None,
             kind: FulfillmentKind::Digital,
             id: "digital_delivery".to_owned(),
             title: "Digital delivery".to_owned(),
@@ -369,6 +385,7 @@ fn shipping_option(q: &ShippingQuote, items: &[String], now: DateTime<Utc>) -> F
         latest_delivery_time: Some(business_days_after(now, i64::from(q.max_business_days))),
         item_ids: items.to_vec(),
         amount: q.amount,
+        location: None,
     }
 }
 
@@ -433,8 +450,9 @@ fn apply_selection(
             )),
         }
     }
+    let pickup_chosen = selected.iter().any(|s| s.kind == FulfillmentKind::Pickup);
     for kind in [FulfillmentKind::Digital, FulfillmentKind::Shipping] {
-        let chosen = selected.iter().any(|s| s.kind == kind);
+        let chosen = selected.iter().any(|s| s.kind == kind) || (kind == FulfillmentKind::Shipping && pickup_chosen);
         if let (false, Some(option)) = (chosen, options.iter().find(|o| o.kind == kind)) {
             selected.push(SelectedOption {
                 kind,
@@ -451,7 +469,12 @@ fn fulfillment_complete(session: &Session, lines: &[Line], selected: &[SelectedO
     if lines.is_empty() {
         return false;
     }
-    let needs_address = lines.iter().any(|l| l.requires_shipping);
+    let collected = |item: &String| {
+        selected
+            .iter()
+            .any(|s| s.kind == FulfillmentKind::Pickup && s.item_ids.contains(item))
+    };
+    let needs_address = lines.iter().any(|l| l.requires_shipping && !collected(&l.item_id));
     let has_address = session
         .fulfillment_details
         .as_ref()

@@ -154,6 +154,9 @@ pub struct FulfillmentOption {
     /// Item ids this option can fulfil.
     pub item_ids: Vec<String>,
     pub amount: i64,
+    /// Pickup options: where to collect.
+    #[serde(default)]
+    pub location: Option<crate::pricing::rules::PickupLocation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -176,7 +176,8 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
     let selected = request
         .shipping_method
         .and_then(|id| shipping_options.iter().find(|q| q.id == id))
-        .cloned();
+        .cloned()
+        .or_else(|| pickup_quote(request, rules));
     let shipping = selected.as_ref().map_or(0, |q| q.amount);
     // A free-shipping promotion is worth what it waived on the method that applies.
     let mut applied = applied;
@@ -334,6 +335,24 @@ fn apply_promotions(
         });
     }
     (applied, rejected)
+}
+
+/// A pickup location chosen as the fulfillment method: priced like a shipping method, never taxed as shipping's
+/// destination differs (the store), and only for carts with something physical.
+fn pickup_quote(request: &PriceRequest<'_>, rules: &Rules) -> Option<ShippingQuote> {
+    let id = request.shipping_method?;
+    if !request.lines.iter().any(|l| l.requires_shipping) {
+        return None;
+    }
+    rules.pickup.iter().find(|p| p.id == id).map(|p| ShippingQuote {
+        id: p.id.clone(),
+        title: p.name.clone(),
+        carrier: None,
+        amount: p.amount.max(0),
+        waived_by_promotion: 0,
+        min_business_days: 0,
+        max_business_days: 0,
+    })
 }
 
 fn serves(method: &ShippingMethod, destination: &Destination) -> bool {

@@ -77,6 +77,35 @@ pub struct ShippingMethod {
     pub max_business_days: u32,
 }
 
+/// A store or locker where the buyer collects physical items; offered whatever the delivery address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PickupLocation {
+    pub id: String,
+    pub name: String,
+    pub address: PickupAddress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Usually 0.
+    #[serde(default)]
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PickupAddress {
+    pub name: String,
+    pub line_one: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_two: Option<String>,
+    pub city: String,
+    pub state: String,
+    pub country: String,
+    pub postal_code: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PromotionKind {
@@ -152,4 +181,6 @@ pub struct Rules {
     pub shipping: Vec<ShippingMethod>,
     #[serde(default)]
     pub promotions: Vec<Promotion>,
+    #[serde(default)]
+    pub pickup: Vec<PickupLocation>,
 }

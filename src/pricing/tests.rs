@@ -445,6 +445,7 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
         0i64..2000,
     )
         .prop_map(|(inclusive, half_up, order_level, taxes, promos, ship)| Rules {
+            pickup: vec![],
             currency: None,
             tax_inclusive: inclusive,
             rounding: if half_up { Rounding::HalfUp } else { Rounding::HalfEven },

@@ -385,6 +385,16 @@ fn fulfillment_option(o: &FulfillmentOption) -> Value {
     if let Some(t) = o.latest_delivery_time {
         v["latest_delivery_time"] = json!(t.to_rfc3339());
     }
+    if let Some(location) = &o.location {
+        let mut l = json!({"name": location.name, "address": location.address});
+        for (key, value) in [("phone", &location.phone), ("instructions", &location.instructions)] {
+            if let Some(value) = value {
+                l[key] = json!(value);
+            }
+        }
+        v["location"] = l;
+        v["pickup_type"] = json!("in_store");
+    }
     v
 }
 

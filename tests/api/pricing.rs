@@ -775,3 +775,60 @@ async fn category_promotions_and_buyer_tax_exemptions_apply() {
     assert!(amount(&in_nv["totals"], "tax") > 0);
     assert!(in_nv["line_items"][0].get("tax_exempt").is_none());
 }
+
+#[tokio::test]
+async fn pickup_needs_no_delivery_address() {
+    let app = spawn_app().await;
+    let mut rules = bundle();
+    rules["pickup"] = json!([{"id": "pickup_mission", "name": "Mission Street store",
+        "address": {"name": "Trailhead Supply", "line_one": "2000 Mission St", "city": "San Francisco", "state": "CA",
+                    "country": "US", "postal_code": "94110"},
+        "instructions": "Collect at the front desk."}]);
+    put_rules(&app, &rules).await;
+    let body = json!({"currency": "usd", "line_items": [{"id": TEE}]});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(s["status"], "not_ready_for_payment", "nothing chosen, no address");
+    let pickup = s["fulfillment_options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "pickup")
+        .unwrap();
+    assert_eq!(pickup["location"]["address"]["line_one"], "2000 Mission St");
+    let id = s["id"].as_str().unwrap();
+    let chosen = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"selected_fulfillment_options": [
+            {"type": "pickup", "option_id": "pickup_mission", "item_ids": [TEE]}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(chosen["status"], "ready_for_payment");
+    assert_eq!(
+        chosen["selected_fulfillment_options"].as_array().unwrap().len(),
+        1,
+        "no shipping added beside pickup"
+    );
+    assert_eq!(amount(&chosen["totals"], "fulfillment"), 0);
+    let done = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}/complete"),
+            &crate::lifecycle::payment("spt_sim_ok"),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(done["status"], "completed");
+}
