@@ -832,3 +832,77 @@ async fn pickup_needs_no_delivery_address() {
     .await;
     assert_eq!(done["status"], "completed");
 }
+
+#[tokio::test]
+async fn an_address_change_drops_a_shipping_method_that_no_longer_applies_with_a_message() {
+    let app = spawn_app().await;
+    let mut rules = bundle();
+    rules["shipping"] = json!([
+        {"id": "ground", "title": "Ground", "countries": ["US"], "bands": [{"min_subtotal": 0, "amount": 600}],
+         "min_business_days": 3, "max_business_days": 5},
+        {"id": "bay_courier", "title": "Bay Area courier", "countries": ["US"], "regions": ["CA"],
+         "bands": [{"min_subtotal": 0, "amount": 1200}], "min_business_days": 1, "max_business_days": 1}
+    ]);
+    put_rules(&app, &rules).await;
+    let body =
+        json!({"currency": "usd", "line_items": [{"id": TEE}], "fulfillment_details": {"address": san_francisco()}});
+    let s = session(
+        app.acp_post("/checkout_sessions", &body).send().await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = s["id"].as_str().unwrap();
+    let courier = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"selected_fulfillment_options": [
+            {"type": "shipping", "option_id": "bay_courier", "item_ids": [TEE]}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(amount(&courier["totals"], "fulfillment"), 1200);
+
+    let mut chicago = san_francisco();
+    chicago["city"] = json!("Chicago");
+    chicago["state"] = json!("IL");
+    chicago["postal_code"] = json!("60601");
+    let moved = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"fulfillment_details": {"address": chicago}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let message = moved["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["param"] == "$.selected_fulfillment_options[0].option_id")
+        .unwrap();
+    assert_eq!(message["code"], "invalid");
+    assert!(
+        moved["fulfillment_options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["id"] != "bay_courier")
+    );
+    assert_eq!(
+        amount(&moved["totals"], "fulfillment"),
+        600,
+        "re-priced with the method that serves Illinois"
+    );
+    assert_eq!(
+        amount(&moved["totals"], "tax"),
+        0,
+        "Illinois has no rule in this bundle"
+    );
+}
