@@ -4,14 +4,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ADMIN_TOKEN, API_VERSION, TestApp, spawn_app},
+    helpers::{API_VERSION, spawn_app},
     lifecycle::{TEE, create_body, error, session},
     official::schemas,
 };
-
-fn admin(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
-    app.client.request(method, app.url(path)).bearer_auth(ADMIN_TOKEN)
-}
 
 #[tokio::test]
 async fn admin_routes_need_the_admin_token() {
@@ -38,7 +34,8 @@ async fn admin_routes_need_the_admin_token() {
 #[tokio::test]
 async fn agents_are_registered_used_listed_and_disabled() {
     let app = spawn_app().await;
-    let r = admin(&app, Method::POST, "/admin/agents")
+    let r = app
+        .admin(Method::POST, "/admin/agents")
         .json(&json!({"name": "Second agent", "webhook_url": "https://agent.example.com/hooks"}))
         .send()
         .await
@@ -62,7 +59,8 @@ async fn agents_are_registered_used_listed_and_disabled() {
         .unwrap();
     assert_eq!(owner, id);
 
-    let list: Value = admin(&app, Method::GET, "/admin/agents")
+    let list: Value = app
+        .admin(Method::GET, "/admin/agents")
         .send()
         .await
         .unwrap()
@@ -77,7 +75,8 @@ async fn agents_are_registered_used_listed_and_disabled() {
         .unwrap();
     assert_eq!(stored.len(), 32, "only the digest is stored");
 
-    let r = admin(&app, Method::DELETE, &format!("/admin/agents/{id}"))
+    let r = app
+        .admin(Method::DELETE, &format!("/admin/agents/{id}"))
         .send()
         .await
         .unwrap();
@@ -93,19 +92,22 @@ async fn agents_are_registered_used_listed_and_disabled() {
 #[tokio::test]
 async fn agent_registration_is_validated() {
     let app = spawn_app().await;
-    let r = admin(&app, Method::POST, "/admin/agents")
+    let r = app
+        .admin(Method::POST, "/admin/agents")
         .json(&json!({"name": ""}))
         .send()
         .await
         .unwrap();
     error(r, StatusCode::BAD_REQUEST, "invalid", Some("$.name")).await;
-    let r = admin(&app, Method::POST, "/admin/agents")
+    let r = app
+        .admin(Method::POST, "/admin/agents")
         .json(&json!({"name": "x", "webhook_url": "ftp://a"}))
         .send()
         .await
         .unwrap();
     error(r, StatusCode::BAD_REQUEST, "invalid", Some("$.webhook_url")).await;
-    let r = admin(&app, Method::POST, "/admin/agents")
+    let r = app
+        .admin(Method::POST, "/admin/agents")
         .json(&json!({}))
         .send()
         .await
@@ -119,7 +121,8 @@ async fn catalog_import_export_round_trips_valid_feed_products() {
     let line = json!({"id": "prod_new", "title": "New thing", "variants": [
         {"id": "var_new", "title": "New thing", "price": {"amount": 1234, "currency": "USD"},
          "availability": {"available": true, "status": "in_stock"}}]});
-    let r = admin(&app, Method::POST, "/admin/catalog/import")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/import")
         .body(format!("{line}\n"))
         .send()
         .await
@@ -127,7 +130,8 @@ async fn catalog_import_export_round_trips_valid_feed_products() {
     assert_eq!(r.status(), StatusCode::OK);
     let attrs = json!({"variant_id": "var_new", "stock_quantity": 3, "max_quantity_per_order": 1,
                        "disclosures": [{"content_type": "markdown", "content": "Handle **with care**."}]});
-    let r = admin(&app, Method::POST, "/admin/catalog/attributes")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/attributes")
         .body(attrs.to_string())
         .send()
         .await
@@ -149,7 +153,7 @@ async fn catalog_import_export_round_trips_valid_feed_products() {
     );
     assert_eq!(created["currency"], "usd");
 
-    let r = admin(&app, Method::GET, "/admin/catalog/export").send().await.unwrap();
+    let r = app.admin(Method::GET, "/admin/catalog/export").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     let products: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -169,7 +173,8 @@ async fn invalid_catalog_lines_are_refused_with_their_line_and_path() {
     let app = spawn_app().await;
     let good = json!({"id": "p1", "variants": [{"id": "v1", "title": "T"}]}).to_string();
     let extra = json!({"id": "p2", "variants": [{"id": "v2", "title": "T", "stock": 5}]}).to_string();
-    let r = admin(&app, Method::POST, "/admin/catalog/import")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/import")
         .body(format!("{good}\n{extra}\n"))
         .send()
         .await
@@ -178,7 +183,8 @@ async fn invalid_catalog_lines_are_refused_with_their_line_and_path() {
     assert!(e["message"].as_str().unwrap().starts_with("line 2:"), "{e}");
     let lower =
         json!({"id": "p3", "variants": [{"id": "v3", "title": "T", "price": {"amount": 1, "currency": "usd"}}]});
-    let r = admin(&app, Method::POST, "/admin/catalog/import")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/import")
         .body(lower.to_string())
         .send()
         .await
@@ -198,14 +204,16 @@ async fn invalid_catalog_lines_are_refused_with_their_line_and_path() {
 
     let html =
         json!({"variant_id": TEE, "disclosures": [{"content_type": "markdown", "content": "<script>x</script>"}]});
-    let r = admin(&app, Method::POST, "/admin/catalog/attributes")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/attributes")
         .body(html.to_string())
         .send()
         .await
         .unwrap();
     error(r, StatusCode::BAD_REQUEST, "invalid", Some("$.disclosures[0].content")).await;
     let unknown = json!({"variant_id": "nope", "stock_quantity": 1});
-    let r = admin(&app, Method::POST, "/admin/catalog/attributes")
+    let r = app
+        .admin(Method::POST, "/admin/catalog/attributes")
         .body(unknown.to_string())
         .send()
         .await

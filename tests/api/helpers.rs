@@ -230,6 +230,11 @@ impl TestApp {
         self.acp(reqwest::Method::POST, path).json(body)
     }
 
+    /// A request to the admin API, with the admin bearer token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
     pub fn acp_get(&self, path: &str) -> reqwest::RequestBuilder {
         self.acp(reqwest::Method::GET, path)
     }

@@ -64,6 +64,14 @@ pub async fn error(response: Response, status: StatusCode, code: &str, param: Op
     body
 }
 
+/// The first message of `session` whose `field` equals `value` (panics, with the messages, when none does).
+pub fn message<'a>(session: &'a Value, field: &str, value: &str) -> &'a Value {
+    session["messages"]
+        .as_array()
+        .and_then(|messages| messages.iter().find(|m| m[field] == value))
+        .unwrap_or_else(|| panic!("no message with {field} = {value}: {}", session["messages"]))
+}
+
 pub async fn create(app: &TestApp, items: Value) -> Value {
     session(
         app.acp_post("/checkout_sessions", &create_body(items))
@@ -401,6 +409,11 @@ async fn ready_session_cancels() {
 
 /// Terminal states: update and complete are 400 `invalid_state`, cancel is 405, GET is 200.
 async fn assert_terminal(app: &TestApp, id: &str, status: &str) {
+    assert_changes_refused(app, id, status, StatusCode::BAD_REQUEST).await;
+}
+
+/// GET shows `status`; update and complete answer `refused` with `invalid_state`; cancel is 405.
+async fn assert_changes_refused(app: &TestApp, id: &str, status: &str, refused: StatusCode) {
     let got = session(
         app.acp_get(&format!("/checkout_sessions/{id}")).send().await.unwrap(),
         StatusCode::OK,
@@ -415,13 +428,13 @@ async fn assert_terminal(app: &TestApp, id: &str, status: &str) {
         .send()
         .await
         .unwrap();
-    error(r, StatusCode::BAD_REQUEST, "invalid_state", None).await;
+    error(r, refused, "invalid_state", None).await;
     let r = app
         .acp_post(&format!("/checkout_sessions/{id}/complete"), &payment("spt_sim_ok"))
         .send()
         .await
         .unwrap();
-    error(r, StatusCode::BAD_REQUEST, "invalid_state", None).await;
+    error(r, refused, "invalid_state", None).await;
     let r = app
         .acp_post(&format!("/checkout_sessions/{id}/cancel"), &json!({}))
         .send()
@@ -496,12 +509,7 @@ async fn declined_payment_keeps_the_session_payable_and_a_new_token_succeeds() {
     )
     .await;
     assert_eq!(declined["status"], "ready_for_payment");
-    let message = declined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "payment_declined")
-        .unwrap();
+    let message = message(&declined, "code", "payment_declined");
     assert_eq!(message["type"], "error");
     assert_eq!(message["resolution"], "recoverable");
     assert_eq!(count(&app, "merchant_order").await, 0);
@@ -560,12 +568,7 @@ async fn business_problems_become_messages_not_errors() {
 
     let limited = create(&app, json!([{"id": HEADLAMP_LIMIT_2, "quantity": 3}])).await;
     assert_eq!(limited["status"], "not_ready_for_payment");
-    let m = limited["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "quantity_exceeded")
-        .unwrap();
+    let m = message(&limited, "code", "quantity_exceeded");
     assert_eq!(m["param"], "$.line_items[0].quantity");
 
     let mut abroad = create_body(json!([{"id": TEE}]));
@@ -591,12 +594,7 @@ async fn business_problems_become_messages_not_errors() {
         StatusCode::OK,
     )
     .await;
-    let m = bad_option["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "invalid")
-        .unwrap();
+    let m = message(&bad_option, "code", "invalid");
     assert_eq!(m["param"], "$.selected_fulfillment_options[0].option_id");
 }
 
@@ -644,38 +642,10 @@ async fn a_session_being_paid_refuses_changes_until_the_psp_answers() {
     .await;
     assert!(held, "the simulator recorded the held charge");
 
-    let got = session(
-        app.acp_get(&format!("/checkout_sessions/{id}")).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(got["status"], "complete_in_progress");
-    let r = app
-        .acp_post(
-            &format!("/checkout_sessions/{id}"),
-            &json!({"line_items": [{"id": TEE}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    error(r, StatusCode::CONFLICT, "invalid_state", None).await;
-    let r = app
-        .acp_post(&format!("/checkout_sessions/{id}/complete"), &payment("spt_sim_ok"))
-        .send()
-        .await
-        .unwrap();
-    error(r, StatusCode::CONFLICT, "invalid_state", None).await;
-    let r = app
-        .acp_post(&format!("/checkout_sessions/{id}/cancel"), &json!({}))
-        .send()
-        .await
-        .unwrap();
-    error(r, StatusCode::METHOD_NOT_ALLOWED, "invalid_state", None).await;
+    assert_changes_refused(&app, &id, "complete_in_progress", StatusCode::CONFLICT).await;
 
     let released = app
-        .client
-        .post(app.url("/admin/simulator/release"))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .admin(Method::POST, "/admin/simulator/release")
         .send()
         .await
         .unwrap();

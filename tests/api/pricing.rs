@@ -31,9 +31,7 @@ fn bundle() -> Value {
 }
 
 async fn put_rules(app: &TestApp, rules: &Value) -> reqwest::Response {
-    app.client
-        .put(app.url("/admin/pricing/rules"))
-        .bearer_auth(ADMIN_TOKEN)
+    app.admin(reqwest::Method::PUT, "/admin/pricing/rules")
         .json(rules)
         .send()
         .await
@@ -53,9 +51,7 @@ fn amount(totals: &Value, kind: &str) -> i64 {
 async fn stored_rules_price_the_checkout_and_changes_apply_on_the_next_request() {
     let app = spawn_app().await;
     let current: Value = app
-        .client
-        .get(app.url("/admin/pricing/rules"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/pricing/rules")
         .send()
         .await
         .unwrap()
@@ -317,12 +313,7 @@ async fn the_official_discount_examples_are_reproduced() {
         );
         assert_eq!(amount(t, "fulfillment"), 499);
         if file.starts_with("rejected") {
-            let warning = s["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["type"] == "warning")
-                .unwrap();
+            let warning = crate::lifecycle::message(&s, "type", "warning");
             assert_eq!(warning["code"], "discount_code_expired");
             assert_eq!(warning["param"], "$.discounts.codes[1]");
             assert_eq!(
@@ -513,9 +504,7 @@ async fn import_items(app: &TestApp, items: &[(&str, i64)]) {
         })
         .collect();
     let r = app
-        .client
-        .post(app.url("/admin/catalog/import"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::POST, "/admin/catalog/import")
         .body(lines.join("\n"))
         .send()
         .await
@@ -630,13 +619,7 @@ async fn the_automatic_percentage_and_stacked_discount_examples_are_reproduced()
 #[tokio::test]
 async fn single_rules_are_created_replaced_listed_and_deleted() {
     let app = spawn_app().await;
-    let put = |path: String, body: Value| {
-        app.client
-            .put(app.url(&path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-    };
+    let put = |path: String, body: Value| app.admin(reqwest::Method::PUT, &path).json(&body).send();
     let tax = json!({"name": "California", "country": "US", "region": "CA", "category": "standard", "rate": "0.0725"});
     let r = put("/admin/pricing/rules/taxes/California".into(), tax.clone())
         .await
@@ -648,9 +631,7 @@ async fn single_rules_are_created_replaced_listed_and_deleted() {
         .await
         .unwrap();
     let list: Value = app
-        .client
-        .get(app.url("/admin/pricing/rules/taxes"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/pricing/rules/taxes")
         .send()
         .await
         .unwrap()
@@ -661,9 +642,7 @@ async fn single_rules_are_created_replaced_listed_and_deleted() {
     assert_eq!(list["taxes"][0]["rate"], "0.08");
     // The configuration's shipping methods were kept when the first rule was stored.
     let shipping: Value = app
-        .client
-        .get(app.url("/admin/pricing/rules/shipping"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/pricing/rules/shipping")
         .send()
         .await
         .unwrap()
@@ -700,25 +679,19 @@ async fn single_rules_are_created_replaced_listed_and_deleted() {
         .unwrap();
     error(bad, StatusCode::BAD_REQUEST, "invalid", Some("$.taxes[0].rate")).await;
     let gone = app
-        .client
-        .delete(app.url("/admin/pricing/rules/taxes/California"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::DELETE, "/admin/pricing/rules/taxes/California")
         .send()
         .await
         .unwrap();
     assert_eq!(gone.status(), StatusCode::OK);
     let missing = app
-        .client
-        .delete(app.url("/admin/pricing/rules/taxes/California"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::DELETE, "/admin/pricing/rules/taxes/California")
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let r = app
-        .client
-        .get(app.url("/admin/pricing/rules/coupons"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/pricing/rules/coupons")
         .send()
         .await
         .unwrap();
@@ -881,12 +854,7 @@ async fn an_address_change_drops_a_shipping_method_that_no_longer_applies_with_a
         StatusCode::OK,
     )
     .await;
-    let message = moved["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["param"] == "$.selected_fulfillment_options[0].option_id")
-        .unwrap();
+    let message = crate::lifecycle::message(&moved, "param", "$.selected_fulfillment_options[0].option_id");
     assert_eq!(message["code"], "invalid");
     assert!(
         moved["fulfillment_options"]

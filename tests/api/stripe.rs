@@ -127,12 +127,7 @@ async fn a_decline_keeps_the_session_payable_and_a_new_token_succeeds() {
     let id = s["id"].as_str().unwrap();
     let declined = session(complete(&app, id, &token("insufficient")).await, StatusCode::OK).await;
     assert_eq!(declined["status"], "ready_for_payment");
-    let m = declined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "payment_declined")
-        .unwrap();
+    let m = crate::lifecycle::message(&declined, "code", "payment_declined");
     assert_eq!(m["resolution"], "recoverable");
     assert!(m["content"].as_str().unwrap().contains("insufficient funds"));
     assert_eq!(count(&app, "merchant_order").await, 0);
@@ -302,12 +297,7 @@ async fn a_used_token_is_refused_with_a_clear_message() {
     let b = create(&app, json!([{"id": TEE}])).await;
     let reused = session(complete(&app, b["id"].as_str().unwrap(), &spt).await, StatusCode::OK).await;
     assert_eq!(reused["status"], "ready_for_payment");
-    let m = reused["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "payment_declined")
-        .unwrap();
+    let m = crate::lifecycle::message(&reused, "code", "payment_declined");
     assert!(m["content"].as_str().unwrap().contains("already used"), "{m}");
     assert_eq!(count(&app, "merchant_order").await, 1);
     assert_eq!(succeeded_intents(&fake).len(), 1);
@@ -323,12 +313,7 @@ async fn an_amount_over_the_tokens_limit_is_refused_with_a_clear_message() {
         StatusCode::OK,
     )
     .await;
-    let m = over["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["code"] == "payment_declined")
-        .unwrap();
+    let m = crate::lifecycle::message(&over, "code", "payment_declined");
     assert!(m["content"].as_str().unwrap().contains("spending limit"), "{m}");
     assert_eq!(succeeded_intents(&fake).len(), 0);
     let expired = session(

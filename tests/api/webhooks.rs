@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use test_support::webhook_receiver::{Behaviour, Delivery, Validator, WebhookReceiver};
 
 use crate::{
-    helpers::{ADMIN_TOKEN, AGENT_KEY, API_VERSION, BIN, ChildServer, TestApp, TestDb, agent_post, spawn_app_with},
+    helpers::{AGENT_KEY, API_VERSION, BIN, ChildServer, TestApp, TestDb, agent_post, spawn_app_with},
     lifecycle::{TEE, count, create, create_body, payment, session},
     official::spec_dir,
 };
@@ -128,9 +128,7 @@ async fn buy(app: &TestApp) -> String {
 }
 
 fn admin(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
+    app.admin(reqwest::Method::POST, path)
         .header("Idempotency-Key", key)
         .json(body)
 }
@@ -279,9 +277,7 @@ async fn dead_letters_are_listed_and_replayed() {
     .await;
     assert!(dead, "a 400 fails permanently after 3 tries");
     let list: Value = app
-        .client
-        .get(app.url("/admin/webhooks/deliveries?status=dead"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/webhooks/deliveries?status=dead")
         .send()
         .await
         .unwrap()
@@ -291,9 +287,7 @@ async fn dead_letters_are_listed_and_replayed() {
     let id = list["deliveries"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(list["deliveries"][0]["order_id"], order_id.as_str());
     let shown: Value = app
-        .client
-        .get(app.url(&format!("/admin/webhooks/deliveries/{id}")))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, &format!("/admin/webhooks/deliveries/{id}"))
         .send()
         .await
         .unwrap()
@@ -731,9 +725,7 @@ async fn cancel_refunds_an_unshipped_order_and_full_refunds_are_bounded() {
     .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "nothing is left to refund");
     let r = app
-        .client
-        .post(app.url(&format!("/admin/orders/{shipped}/refund")))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::POST, &format!("/admin/orders/{shipped}/refund"))
         .json(&json!({}))
         .send()
         .await
@@ -758,9 +750,7 @@ async fn cancel_refunds_an_unshipped_order_and_full_refunds_are_bounded() {
         );
     }
     let list: Value = app
-        .client
-        .get(app.url("/admin/orders?status=canceled"))
-        .bearer_auth(ADMIN_TOKEN)
+        .admin(reqwest::Method::GET, "/admin/orders?status=canceled")
         .send()
         .await
         .unwrap()
