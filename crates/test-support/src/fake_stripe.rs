@@ -1,17 +1,34 @@
 //! A stateful fake of the parts of Stripe's API a merchant uses to charge Shared Payment Tokens (SPTs).
 //!
-//! [`FakeStripe::start`] serves, on `127.0.0.1:0`:
+//! [`FakeStripe::start`] serves, on `127.0.0.1:0`, the endpoints below. It keeps PaymentIntents, charges, refunds,
+//! disputes, events, idempotency records and token usage in memory and follows Stripe's documented behaviour:
+//! bearer auth with one secret key, form bodies with bracket notation, the error envelope and its HTTP statuses
+//! (<https://docs.stripe.com/api/errors>), and idempotent requests (<https://docs.stripe.com/api/idempotent_requests>:
+//! replay with `Idempotent-Replayed: true`, `idempotency_error` on changed parameters, 409
+//! `idempotency_key_in_use` while the first request is still executing, nothing saved for 500s, rate limiting or
+//! parameter validation failures). Everything it accepts is something Stripe documents; a documented parameter it
+//! does not act on is accepted and ignored (on Stripe it may change the result), and any other is refused with
+//! 400 `parameter_unknown`.
 //!
-//! * `POST /v1/payment_intents` (create, optionally `confirm=true`), `GET /v1/payment_intents/{id}`,
-//!   `POST /v1/payment_intents/{id}/confirm`, `POST /v1/payment_intents/{id}/capture`,
-//!   `POST /v1/payment_intents/{id}/cancel`;
-//! * `POST /v1/refunds`, `GET /v1/refunds/{id}`.
+//! | endpoint | parameters accepted (acted on; *accepted and ignored*) | Stripe page |
+//! |----------|--------------------------------------------------------|-------------|
+//! | `POST /v1/payment_intents` | `amount`, `currency`, `confirm`, `capture_method`, `confirmation_method`, `description`, `metadata[…]`, `payment_method`, `payment_method_data[shared_payment_granted_token]`, `shared_payment_granted_token` (top-level name of the SPT preview), `off_session`, `error_on_requires_action`, `payment_method_options[card][three_d_secure][cryptogram\|transaction_id\|version\|electronic_commerce_indicator]`; *`amount_details`, `application_fee_amount`, `automatic_payment_methods`, `confirmation_token`, `customer`, `excluded_payment_method_types`, `expand`, `hooks`, `mandate`, `mandate_data`, `on_behalf_of`, `payment_details`, `payment_method_configuration`, `payment_method_types`, `radar_options`, `receipt_email`, `return_url`, `setup_future_usage`, `shipping`, `statement_descriptor`, `statement_descriptor_suffix`, `transfer_data`, `transfer_group`, `use_stripe_sdk`* | <https://docs.stripe.com/api/payment_intents/create>, SPTs: <https://docs.stripe.com/agentic-commerce/concepts/shared-payment-tokens> |
+//! | `GET /v1/payment_intents/{id}` | none (query parameters such as `client_secret`, `expand` are ignored) | <https://docs.stripe.com/api/payment_intents/retrieve> |
+//! | `POST /v1/payment_intents/{id}/confirm` | `capture_method`, `payment_method`, `payment_method_data[shared_payment_granted_token]`, `shared_payment_granted_token`, `off_session`, `error_on_requires_action`, `payment_method_options[card][three_d_secure][…]` as above; *`confirmation_token`, `expand`, `mandate`, `mandate_data`, `payment_details`, `payment_method_types`, `radar_options`, `receipt_email`, `return_url`, `setup_future_usage`, `shipping`, `use_stripe_sdk`* | <https://docs.stripe.com/api/payment_intents/confirm> |
+//! | `POST /v1/payment_intents/{id}/capture` | `amount_to_capture`, `metadata[…]`; *`amount_details`, `application_fee_amount`, `expand`, `final_capture`, `payment_details`, `statement_descriptor`, `statement_descriptor_suffix`, `transfer_data`* | <https://docs.stripe.com/api/payment_intents/capture> |
+//! | `POST /v1/payment_intents/{id}/cancel` | `cancellation_reason`; *`expand`* | <https://docs.stripe.com/api/payment_intents/cancel> |
+//! | `GET /v1/payment_intents/search` | `query` (subset below), `limit` (1–100, default 10), `page` (the `next_page` of an earlier answer); *`expand`* | <https://docs.stripe.com/api/payment_intents/search>, <https://docs.stripe.com/search#search-query-language> |
+//! | `POST /v1/refunds` | `payment_intent`, `charge`, `amount`, `reason`, `metadata[…]`; *`currency`, `customer`, `expand`, `instructions_email`, `origin`, `refund_application_fee`, `reverse_transfer`* | <https://docs.stripe.com/api/refunds/create> |
+//! | `GET /v1/refunds/{id}` | none | <https://docs.stripe.com/api/refunds/retrieve> |
+//! | `GET /v1/events/{id}` | none | <https://docs.stripe.com/api/events/retrieve>, object: <https://docs.stripe.com/api/events/object> |
 //!
-//! It keeps PaymentIntents, charges, refunds, idempotency records and token usage in memory and follows Stripe's
-//! documented behaviour: bearer auth with one secret key, form bodies with bracket notation, the error envelope
-//! and its HTTP statuses, and idempotent requests (replay with `Idempotent-Replayed: true`, `idempotency_error`
-//! on changed parameters, 409 `idempotency_key_in_use` while the first request is still executing, nothing saved
-//! for 500s, rate limiting or parameter validation failures).
+//! Headers: `Authorization: Bearer <secret key>`; `Idempotency-Key` (POST only, at most 255 characters; ignored on
+//! GET, as on Stripe); `Stripe-Version` (<https://docs.stripe.com/api/versioning>), which must look like an API
+//! version, `YYYY-MM-DD` optionally followed by `.name` (e.g. `2026-04-22.preview`), or the request is refused with
+//! 400 `invalid_request_error` `Invalid Stripe API version: <value>` (nothing saved under its idempotency key). An
+//! absent header is fine. The fake checks the form only: Stripe also refuses well-formed dates that name no release.
+//!
+//! # Tokens
 //!
 //! What a charge does is decided by the Shared Payment Token's prefix (tried in this order, so
 //! `spt_expired_card…` is a card decline and `spt_expired…` an expired token); tests mint unique tokens such as
@@ -30,12 +47,16 @@
 //! | `spt_flaky`           | first attempt per idempotency key: 500 `api_error` (not saved); then succeeds      |
 //! | `spt_ratelimited`     | first attempt per idempotency key: 429 + `Retry-After: 0` (not saved); then ok     |
 //! | `spt_hold`            | executes and saves, then holds the response until [`FakeStripe::release_held`]    |
+//! | `spt_timeout`         | executes and saves a success, then delays that first response by the slow delay   |
+//! | `spt_lost500`         | executes and saves a success; the first N answers per key are 500 `api_error`     |
+//! | `spt_garbled`         | executes and saves a success; the first answer is a 200 whose body is not JSON    |
+//! | `spt_processing`      | ends in `processing` (200); [`FakeStripe::settle_processing`] settles it later     |
 //! | `spt_max<N>_…`        | usage limit of N minor units: amount > N → 400 `amount_too_large` (param amount)  |
 //! | any other `spt_…`     | succeeds (`requires_capture` with `capture_method=manual`)                         |
 //!
-//! Every token is single use: once a confirmation with it succeeded (or was authorized), any later request
-//! with a different idempotency key gets 400 `shared_payment_granted_token_used`. Declines and `requires_action`
-//! do not consume it. Imported 3-D Secure results
+//! Every token is single use: once a confirmation with it succeeded (or was authorized, or went to `processing`),
+//! any later request with a different idempotency key gets 400 `shared_payment_granted_token_used`. Declines and
+//! `requires_action` do not consume it. Imported 3-D Secure results
 //! (`payment_method_options[card][three_d_secure][cryptogram|transaction_id|version|electronic_commerce_indicator]`)
 //! authenticate the payment; the cryptogram `DENIED` makes it a 402 `card_declined` / `authentication_required`.
 //! With `off_session=true` or `error_on_requires_action=true`, a `spt_3ds` payment without imported results fails
@@ -44,11 +65,74 @@
 //! `spt_slow` sleeps *before* executing while holding its idempotency key, so a retry under the same key during
 //! the delay gets 409 `idempotency_key_in_use` (as on Stripe), and a retry after it gets the saved response.
 //! Requests are executed in their own task: a client that gives up does not stop the work (like Stripe).
+//!
+//! The ambiguity tokens make the charge happen and lose or spoil only its *answer*, the way a network or a gateway
+//! can; the PaymentIntent exists (and succeeded) from the first request on, and a retry under the same
+//! idempotency key is how a client recovers:
+//! * `spt_timeout` sleeps [`FakeStripe::set_slow_delay`] *after* saving, so a client with a shorter timeout gives up
+//!   after the charge was made; a retry under the same key replays the saved response at once.
+//! * `spt_lost500` answers 500 `api_error` (with `Stripe-Should-Retry: true`) to its first N requests under its
+//!   idempotency key (N = [`FakeStripe::set_lost_500_count`], default 3; the executing request is the first), then
+//!   replays the saved success.
+//! * `spt_garbled` answers its first request 200 with the saved JSON cut in half; replays answer the valid JSON.
+//! * `spt_processing` leaves the PaymentIntent `processing` (answering 200); [`FakeStripe::settle_processing`] moves
+//!   it on to `succeeded` (`requires_capture` under manual capture) or to `requires_payment_method` with a
+//!   `last_payment_error` (a `generic_decline`, which frees the token like any decline).
+//!
+//! These faults apply only when the execution itself succeeded (200), and, like `spt_flaky`, are recorded per
+//! idempotency key in the ledger. [`FakeStripe::requests`] logs what the client was actually answered (the 500,
+//! or the garbled body as a JSON string).
+//!
+//! # Search
+//!
+//! `GET /v1/payment_intents/search` understands a subset of the search query language: clauses
+//! `metadata['key']:'value'`, `metadata["key"]:"value"` and `status:'succeeded'` (values quoted with `'` or `"`,
+//! `\` escaping the quote), separated by whitespace or `AND` (case-insensitive); matching is exact and
+//! case-insensitive, as Stripe documents for these fields. `OR`, negation (`-`), other fields and other operators
+//! are refused with 400 `invalid_request_error`, `param: "query"` and a message naming the problem (Stripe accepts
+//! them; this fake does not implement them). Results are newest first, in Stripe's `search_result` list
+//! (`{object, data, has_more, next_page, url}`). Search is eventually consistent on Stripe ("searchable in under 1
+//! minute"): [`FakeStripe::set_search_delay`] (default zero) makes a PaymentIntent visible to search only that long
+//! after its creation, while `GET /v1/payment_intents/{id}` sees it at once. Results show the current state.
+//!
+//! # Events and webhooks
+//!
+//! Every state change creates an Event (<https://docs.stripe.com/api/events/object>): `{id: "evt_…", object:
+//! "event", api_version, created, data: {object}, livemode: false, pending_webhooks, request: {id,
+//! idempotency_key}, type}` — `request` names the API request that caused it (both `null` for changes made by
+//! the test helpers, like Stripe's automatic events). Types and `data.object`:
+//!
+//! | type | when | `data.object` |
+//! |------|------|---------------|
+//! | `payment_intent.succeeded` | a payment succeeds (automatic capture, capture, or a settled `processing`) | PaymentIntent |
+//! | `payment_intent.amount_capturable_updated` | a manual-capture payment is authorized (`requires_capture`) | PaymentIntent |
+//! | `payment_intent.payment_failed` | a decline (`last_payment_error` set) | PaymentIntent |
+//! | `payment_intent.processing` | the payment is `processing` (`spt_processing`) | PaymentIntent |
+//! | `payment_intent.requires_action` | 3-D Secure is needed (`spt_3ds`) | PaymentIntent |
+//! | `payment_intent.canceled` | cancel | PaymentIntent |
+//! | `charge.refunded` | a refund | Charge, with `refunds: {object: "list", data: [Refund…]}` |
+//! | `charge.dispute.created` | [`FakeStripe::create_dispute`] | Dispute (`dp_…`, `status: needs_response`) |
+//!
+//! Stripe emits more (e.g. `payment_intent.created`, `charge.succeeded`); the fake emits only these. Note: since API
+//! version 2022-11-15 Stripe no longer includes a Charge's `refunds` list unless it is expanded; the fake includes it
+//! in `charge.refunded` so tests can see the refund (and its metadata) that caused the event.
+//!
+//! Once [`FakeStripe::set_webhook_endpoint`] names a URL, events are POSTed to it as Stripe delivers them
+//! (<https://docs.stripe.com/webhooks>): the event as a (pretty-printed) JSON body, `Content-Type:
+//! application/json`, `User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)` and `Stripe-Signature:
+//! t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` with one `v1=` per configured secret (Stripe
+//! signs with every active secret while one is being rolled); see [`stripe_signature_header`]. In
+//! [`WebhookMode::Auto`] (the default) each event is delivered by its own task as soon as it is created — so it
+//! can arrive before the HTTP response of the request that caused it, e.g. while `spt_hold` holds that response,
+//! and events can arrive out of order, as on Stripe — and a failed or non-2xx delivery is retried
+//! ([`FakeStripe::set_webhook_retries`], default 3 retries 50 ms apart). In [`WebhookMode::Manual`] events wait
+//! until [`FakeStripe::deliver`] or [`FakeStripe::deliver_all`]. An event never acknowledged with a 2xx keeps
+//! `pending_webhooks: 1` and stays queued for `deliver_all`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -57,6 +141,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
+
+mod events;
+mod search;
+
+pub use events::{WebhookMode, stripe_signature_header};
 
 /// Decoded form (or query) parameters, keys exactly as sent.
 type Params = BTreeMap<String, String>;
@@ -75,7 +164,7 @@ pub struct LoggedRequest {
     pub idempotency_key: Option<String>,
     pub stripe_version: Option<String>,
     pub authorization_ok: bool,
-    /// Decoded form parameters, keys exactly as sent (e.g. "payment_method_data[shared_payment_granted_token]").
+    /// Decoded form parameters, keys exactly as sent (e.g. `payment_method_data[shared_payment_granted_token]`).
     pub params: BTreeMap<String, String>,
     /// 0 (and a null `response`) while the request is still being executed (e.g. `spt_slow`).
     pub status: u16,
@@ -95,6 +184,8 @@ impl FakeStripe {
             addr,
             ledger: Mutex::new(Ledger::default()),
             release,
+            runtime: tokio::runtime::Handle::current(),
+            client: events::webhook_client(),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         tokio::spawn(async move {
@@ -123,13 +214,61 @@ impl FakeStripe {
         self.inner.release.send_modify(|generation| *generation += 1);
     }
 
-    /// Sets how long the `spt_slow` token delays its response (default 3 s).
+    /// Sets how long the `spt_slow` token delays its execution and `spt_timeout` its first response (default 3 s).
     pub fn set_slow_delay(&self, d: Duration) {
         self.inner.ledger().slow_delay = Some(d);
+    }
+
+    /// Sets how long after its creation a PaymentIntent becomes visible to search (default zero). Stripe's search
+    /// is eventually consistent: "under normal operating conditions, data is searchable in under 1 minute".
+    pub fn set_search_delay(&self, d: Duration) {
+        self.inner.ledger().search_delay = d;
+    }
+
+    /// Sets how many answers `spt_lost500` loses per idempotency key (default 3), counting the executing request.
+    pub fn set_lost_500_count(&self, n: u32) {
+        self.inner.ledger().lost_500_count = n;
+    }
+
+    /// Settles a `processing` PaymentIntent (`spt_processing`): `succeed` moves it to `succeeded` (or
+    /// `requires_capture` under manual capture), otherwise to `requires_payment_method` with a `generic_decline`
+    /// `last_payment_error`. Emits the matching event (with no request, like Stripe's asynchronous updates) and
+    /// returns the PaymentIntent.
+    ///
+    /// # Panics
+    /// If there is no such PaymentIntent or it is not `processing`: that is a mistake in the test.
+    pub fn settle_processing(&self, pi_id: &str, succeed: bool) -> Value {
+        let (body, fresh) = {
+            let mut ledger = self.inner.ledger();
+            let mut intent = match ledger.intent(pi_id) {
+                Ok(intent) => intent.clone(),
+                Err(_) => panic!("fake Stripe: settle_processing: no PaymentIntent {pi_id}"),
+            };
+            assert_eq!(
+                intent.status, "processing",
+                "fake Stripe: settle_processing: {pi_id} is not processing"
+            );
+            if succeed {
+                complete_payment(&mut intent);
+            } else {
+                let charge = intent.latest_charge.clone().unwrap_or_else(|| new_id("ch"));
+                if let Some(token) = &intent.token {
+                    ledger.used_tokens.remove(token);
+                }
+                decline_payment(&mut intent, GENERIC_DECLINE, charge);
+            }
+            ledger.emit_status(&intent);
+            let body = intent.to_json();
+            ledger.store(intent);
+            (body, events::record(&mut ledger, events::RequestInfo::default()))
+        };
+        events::dispatch(&self.inner, fresh);
+        body
     }
 }
 
 const DEFAULT_SLOW_DELAY: Duration = Duration::from_secs(3);
+const DEFAULT_LOST_500_COUNT: u32 = 3;
 
 struct Inner {
     secret_key: String,
@@ -137,6 +276,10 @@ struct Inner {
     ledger: Mutex<Ledger>,
     /// Bumped by `release_held`; held responses wait for the next bump after they were saved.
     release: watch::Sender<u64>,
+    /// The runtime the fake was started in: webhook deliveries are spawned there, even from the sync helpers.
+    runtime: tokio::runtime::Handle,
+    /// Delivers webhooks (plain http to the test's endpoint).
+    client: reqwest::Client,
 }
 
 impl Inner {
@@ -146,7 +289,6 @@ impl Inner {
 }
 
 /// Everything the fake remembers.
-#[derive(Default)]
 struct Ledger {
     requests: Vec<LoggedRequest>,
     intents: Vec<Intent>,
@@ -155,12 +297,55 @@ struct Ledger {
     charges: HashMap<String, String>,
     refunds: Vec<Value>,
     refund_index: HashMap<String, usize>,
+    disputes: Vec<Value>,
     idempotency: HashMap<String, IdempotencyRecord>,
-    /// Tokens consumed by a successful (or authorized) confirmation.
+    /// Tokens consumed by a successful (or authorized, or processing) confirmation.
     used_tokens: HashSet<String>,
-    /// First attempts already failed on purpose (`spt_flaky`, `spt_ratelimited`), per idempotency key or token.
+    /// Answers already spoiled on purpose (`spt_flaky`, `spt_ratelimited`, `spt_timeout`, `spt_lost500`,
+    /// `spt_garbled`), per idempotency key and token.
     faults_seen: HashSet<String>,
+    /// `spt_lost500`: idempotency key → answers lost so far and how many to lose.
+    lost_answers: HashMap<String, LostAnswers>,
+    lost_500_count: u32,
     slow_delay: Option<Duration>,
+    search_delay: Duration,
+    /// Events created, in order, and where each is.
+    events: Vec<Value>,
+    event_index: HashMap<String, usize>,
+    /// (type, object) emitted by the work in progress; turned into events by `events::record`.
+    emitted: Vec<(&'static str, Value)>,
+    webhooks: events::Webhooks,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            requests: Vec::new(),
+            intents: Vec::new(),
+            intent_index: HashMap::new(),
+            charges: HashMap::new(),
+            refunds: Vec::new(),
+            refund_index: HashMap::new(),
+            disputes: Vec::new(),
+            idempotency: HashMap::new(),
+            used_tokens: HashSet::new(),
+            faults_seen: HashSet::new(),
+            lost_answers: HashMap::new(),
+            lost_500_count: DEFAULT_LOST_500_COUNT,
+            slow_delay: None,
+            search_delay: Duration::ZERO,
+            events: Vec::new(),
+            event_index: HashMap::new(),
+            emitted: Vec::new(),
+            webhooks: events::Webhooks::default(),
+        }
+    }
+}
+
+/// How many answers `spt_lost500` has lost under one idempotency key, and how many it loses.
+struct LostAnswers {
+    lost: u32,
+    limit: u32,
 }
 
 struct IdempotencyRecord {
@@ -182,6 +367,8 @@ struct Reply {
     status: u16,
     body: Value,
     headers: Vec<(&'static str, String)>,
+    /// Sent instead of `body` when set: `spt_garbled`'s answer that is not JSON.
+    raw: Option<String>,
 }
 
 impl Reply {
@@ -190,6 +377,7 @@ impl Reply {
             status,
             body,
             headers: Vec::new(),
+            raw: None,
         }
     }
 
@@ -202,7 +390,10 @@ impl Reply {
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, axum::Json(self.body)).into_response();
+        let mut response = match self.raw {
+            Some(raw) => (status, [(header::CONTENT_TYPE, "application/json")], raw).into_response(),
+            None => (status, axum::Json(self.body)).into_response(),
+        };
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(HeaderName::from_static(name), value);
@@ -326,6 +517,14 @@ enum TokenKind {
     Flaky,
     RateLimited,
     Hold,
+    /// Succeeds; the first answer comes only after the slow delay.
+    Timeout,
+    /// Succeeds; the first N answers under its idempotency key are 500s.
+    Lost500,
+    /// Succeeds; the first answer is not JSON.
+    Garbled,
+    /// Ends in `processing`, settled later by `FakeStripe::settle_processing`.
+    Processing,
     Max(i64),
     Ok,
 }
@@ -354,6 +553,14 @@ impl TokenKind {
             TokenKind::RateLimited
         } else if rest.starts_with("hold") {
             TokenKind::Hold
+        } else if rest.starts_with("timeout") {
+            TokenKind::Timeout
+        } else if rest.starts_with("lost500") {
+            TokenKind::Lost500
+        } else if rest.starts_with("garbled") {
+            TokenKind::Garbled
+        } else if rest.starts_with("processing") {
+            TokenKind::Processing
         } else if let Some(limit) = rest.strip_prefix("max").and_then(parse_limit) {
             TokenKind::Max(limit)
         } else {
@@ -389,6 +596,8 @@ struct Intent {
     next_action: Option<Value>,
     payment_method: Option<String>,
     created: i64,
+    /// When it was created, for search's eventual consistency.
+    created_at: Instant,
     canceled_at: Option<i64>,
     cancellation_reason: Option<String>,
     client_secret: String,
@@ -434,8 +643,10 @@ enum Route {
     ConfirmIntent(String),
     CaptureIntent(String),
     CancelIntent(String),
+    SearchIntents,
     CreateRefund,
     GetRefund(String),
+    GetEvent(String),
 }
 
 impl Route {
@@ -444,17 +655,20 @@ impl Route {
         let id = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         match (method.as_str(), segments.as_slice()) {
             ("POST", ["payment_intents"]) => Some(Route::CreateIntent),
+            // Before the id pattern: `search` is not a PaymentIntent id.
+            ("GET", ["payment_intents", "search"]) => Some(Route::SearchIntents),
             ("GET", ["payment_intents", pi]) => id(pi).map(Route::GetIntent),
             ("POST", ["payment_intents", pi, "confirm"]) => id(pi).map(Route::ConfirmIntent),
             ("POST", ["payment_intents", pi, "capture"]) => id(pi).map(Route::CaptureIntent),
             ("POST", ["payment_intents", pi, "cancel"]) => id(pi).map(Route::CancelIntent),
             ("POST", ["refunds"]) => Some(Route::CreateRefund),
             ("GET", ["refunds", re]) => id(re).map(Route::GetRefund),
+            ("GET", ["events", evt]) => id(evt).map(Route::GetEvent),
             _ => None,
         }
     }
 
-    /// Routes that charge a token (and so honour the token's slow/flaky/rate-limited/hold behaviours).
+    /// Routes that charge a token (and so honour the token's slow/flaky/rate-limited/hold/ambiguity behaviours).
     fn charges(&self) -> bool {
         matches!(self, Route::CreateIntent | Route::ConfirmIntent(_))
     }
@@ -471,6 +685,7 @@ struct Incoming {
     method: Method,
     path: String,
     idempotency_key: Option<String>,
+    stripe_version: Option<String>,
     auth: Auth,
     params: Result<Params, String>,
     request_id: String,
@@ -505,6 +720,7 @@ async fn handle(
         method: method.clone(),
         path: uri.path().to_owned(),
         idempotency_key: idempotency_key.clone(),
+        stripe_version: stripe_version.clone(),
         auth,
         params,
         request_id: new_id("req"),
@@ -531,13 +747,41 @@ async fn handle(
         Err(_) => api_error().reply(),
     };
     reply.headers.push(("request-id", request_id));
-    if let Some(version) = stripe_version {
+    if let Some(version) = stripe_version.filter(|v| is_api_version(v)) {
         reply.headers.push(("stripe-version", version));
     }
     if let Some(key) = idempotency_key.filter(|_| method == Method::POST) {
         reply.headers.push(("idempotency-key", key));
     }
     reply.into_response()
+}
+
+/// `YYYY-MM-DD`, optionally followed by `.name` (lowercase letters, digits, `_`), e.g. `2026-04-22.preview`.
+fn is_api_version(version: &str) -> bool {
+    let (date, name) = match version.split_once('.') {
+        Some((date, name)) => (date, Some(name)),
+        None => (version, None),
+    };
+    let name_ok = name.is_none_or(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    });
+    let parts: Vec<&str> = date.split('-').collect();
+    let number = |s: &str, len: usize| {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    let date_ok = match parts.as_slice() {
+        [y, m, d] => {
+            number(y, 4).is_some()
+                && number(m, 2).is_some_and(|m| (1..=12).contains(&m))
+                && number(d, 2).is_some_and(|d| (1..=31).contains(&d))
+        }
+        _ => false,
+    };
+    name_ok && date_ok
 }
 
 /// Query parameters, then form body parameters (the body wins on a clash).
@@ -613,6 +857,11 @@ async fn serve(inner: Arc<Inner>, req: Incoming, log: usize) -> Reply {
             return finish(failure.reply().header("www-authenticate", "Bearer realm=\"Stripe\""));
         }
     }
+    // Checked before the idempotency key is claimed: a refused version saves nothing.
+    if let Some(version) = req.stripe_version.as_deref().filter(|v| !is_api_version(v)) {
+        let message = format!("Invalid Stripe API version: {version}");
+        return finish(Failure::new(400, "invalid_request_error", None, message).reply());
+    }
     let params = match &req.params {
         Ok(params) => params,
         Err(message) => {
@@ -648,7 +897,7 @@ async fn serve(inner: Arc<Inner>, req: Incoming, log: usize) -> Reply {
         }
     }
 
-    // The token behind a charge decides its slow/flaky/rate-limited/hold behaviour.
+    // The token behind a charge decides its slow/flaky/rate-limited/hold/ambiguity behaviour.
     let token = route
         .charges()
         .then(|| charge_token(&inner.ledger(), &route, params))
@@ -659,7 +908,7 @@ async fn serve(inner: Arc<Inner>, req: Incoming, log: usize) -> Reply {
         tokio::time::sleep(delay).await;
     }
 
-    let (reply, held) = {
+    let (reply, held, fresh, delay) = {
         let mut ledger = inner.ledger();
         let fault_key = format!("{}|{}", key.unwrap_or(""), token.as_deref().unwrap_or(""));
         let result = match kind {
@@ -676,6 +925,11 @@ async fn serve(inner: Arc<Inner>, req: Incoming, log: usize) -> Reply {
             }
             _ => execute(&mut ledger, &route, params),
         };
+        let request = events::RequestInfo {
+            id: Some(req.request_id.clone()),
+            idempotency_key: key.map(str::to_owned),
+        };
+        let fresh = events::record(&mut ledger, request);
         let (mut reply, save) = match result {
             Ok(body) => (Reply::new(200, body), true),
             Err(failure) => {
@@ -701,17 +955,73 @@ async fn serve(inner: Arc<Inner>, req: Incoming, log: usize) -> Reply {
                 ledger.idempotency.remove(key);
             }
         }
+        // The work is done and saved: an ambiguity token spoils only this first answer.
+        let (reply, delay) = match kind {
+            Some(kind) if reply.status == 200 => spoil_answer(&mut ledger, kind, key, &fault_key, reply),
+            _ => (reply, None),
+        };
         let entry = &mut ledger.requests[log];
         entry.status = reply.status;
-        entry.response = reply.body.clone();
+        entry.response = reply.raw.clone().map_or_else(|| reply.body.clone(), Value::String);
         // Subscribed before the lock is released, so a `release_held` after the PI is visible always counts.
         let held = (kind == Some(TokenKind::Hold) && reply.status == 200).then(|| inner.release.subscribe());
-        (reply, held)
+        (reply, held, fresh, delay)
     };
+    // Delivered before the answer goes out: a webhook can beat the response that caused it.
+    events::dispatch(&inner, fresh);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(mut release) = held {
         let _ = release.changed().await;
     }
     reply
+}
+
+/// What an ambiguity token does to the first answer of a charge that succeeded: the reply to send instead, and how
+/// long to wait before sending it. Each fault is recorded per idempotency key and token.
+fn spoil_answer(
+    ledger: &mut Ledger,
+    kind: TokenKind,
+    key: Option<&str>,
+    fault_key: &str,
+    reply: Reply,
+) -> (Reply, Option<Duration>) {
+    match kind {
+        TokenKind::Timeout => {
+            ledger.faults_seen.insert(format!("timeout|{fault_key}"));
+            (reply, Some(ledger.slow_delay.unwrap_or(DEFAULT_SLOW_DELAY)))
+        }
+        TokenKind::Lost500 if ledger.lost_500_count > 0 => {
+            ledger.faults_seen.insert(format!("lost500|{fault_key}"));
+            if let Some(key) = key {
+                let limit = ledger.lost_500_count;
+                ledger
+                    .lost_answers
+                    .insert(key.to_owned(), LostAnswers { lost: 1, limit });
+            }
+            (lost_answer(), None)
+        }
+        TokenKind::Garbled => {
+            ledger.faults_seen.insert(format!("garbled|{fault_key}"));
+            let text = reply.body.to_string();
+            let mut half = text.len() / 2;
+            while !text.is_char_boundary(half) {
+                half -= 1;
+            }
+            let garbled = Reply {
+                raw: Some(text[..half].to_owned()),
+                ..reply
+            };
+            (garbled, None)
+        }
+        _ => (reply, None),
+    }
+}
+
+/// The 500 a gateway answers when it lost Stripe's response.
+fn lost_answer() -> Reply {
+    api_error().reply().header("stripe-should-retry", "true")
 }
 
 /// Replays, refuses or claims an idempotency key; `None` means "go ahead and execute".
@@ -743,6 +1053,14 @@ fn idempotency_gate(ledger: &mut Ledger, key: &str, method: &str, path: &str, pa
              Try using a key other than '{key}' if you meant to execute a different request."
         );
         return Some(Failure::new(400, "idempotency_error", None, message).reply());
+    }
+    if record.saved.is_some()
+        && let Some(lost) = ledger.lost_answers.get_mut(key)
+        && lost.lost < lost.limit
+    {
+        // `spt_lost500`: the charge is saved, but this answer is lost too.
+        lost.lost += 1;
+        return Some(lost_answer());
     }
     Some(match &record.saved {
         Some(saved) => Reply::new(saved.status, saved.body.clone())
@@ -793,12 +1111,18 @@ fn execute(ledger: &mut Ledger, route: &Route, params: &Params) -> Result<Value,
         Route::ConfirmIntent(id) => confirm_intent(ledger, id, params),
         Route::CaptureIntent(id) => capture_intent(ledger, id, params),
         Route::CancelIntent(id) => cancel_intent(ledger, id, params),
+        Route::SearchIntents => search::search_intents(ledger, params),
         Route::CreateRefund => create_refund(ledger, params),
         Route::GetRefund(id) => ledger
             .refund_index
             .get(id)
             .map(|&i| ledger.refunds[i].clone())
             .ok_or_else(|| Failure::no_such("refund", id, "id")),
+        Route::GetEvent(id) => ledger
+            .event_index
+            .get(id)
+            .map(|&i| ledger.events[i].clone())
+            .ok_or_else(|| Failure::no_such("event", id, "id")),
     }
 }
 
@@ -877,21 +1201,18 @@ impl Ledger {
             }),
             (_, None) => Ok(!needs_authentication),
         };
-        let payment_method = intent.payment_method.clone().unwrap_or_default();
         intent.next_action = None;
-        match verdict {
+        let charge = new_id("ch");
+        let outcome = match verdict {
             Ok(true) => {
-                let charge = new_id("ch");
                 self.charges.insert(charge.clone(), intent.id.clone());
                 self.used_tokens.insert(token);
                 intent.latest_charge = Some(charge);
                 intent.last_payment_error = None;
-                if intent.capture_method == "manual" {
-                    intent.status = "requires_capture";
-                    intent.amount_capturable = intent.amount;
+                if kind == TokenKind::Processing {
+                    intent.status = "processing";
                 } else {
-                    intent.status = "succeeded";
-                    intent.amount_received = intent.amount;
+                    complete_payment(intent);
                 }
                 Ok(())
             }
@@ -908,24 +1229,61 @@ impl Ledger {
                 Ok(())
             }
             Err(decline) => {
-                let charge = new_id("ch");
                 self.charges.insert(charge.clone(), intent.id.clone());
-                intent.status = "requires_payment_method";
-                intent.latest_charge = Some(charge.clone());
-                intent.payment_method = None;
-                intent.last_payment_error = Some(json!({
-                    "type": "card_error",
-                    "code": decline.code,
-                    "decline_code": decline.decline_code,
-                    "doc_url": format!("https://stripe.com/docs/error-codes/{}", decline.code.replace('_', "-")),
-                    "message": decline.message,
-                    "charge": charge,
-                    "payment_method": payment_method_json(&payment_method),
-                }));
+                decline_payment(intent, decline, charge);
                 Err(decline)
             }
-        }
+        };
+        self.emit_status(intent);
+        outcome
     }
+
+    /// Queues the event Stripe sends when a PaymentIntent reaches `intent`'s status, if there is one.
+    fn emit_status(&mut self, intent: &Intent) {
+        let kind = match intent.status {
+            "succeeded" => "payment_intent.succeeded",
+            "requires_capture" => "payment_intent.amount_capturable_updated",
+            "processing" => "payment_intent.processing",
+            "requires_action" => "payment_intent.requires_action",
+            "canceled" => "payment_intent.canceled",
+            "requires_payment_method" if intent.last_payment_error.is_some() => "payment_intent.payment_failed",
+            _ => return,
+        };
+        self.emit(kind, intent.to_json());
+    }
+
+    /// Queues an event of type `kind` about `object`; `events::record` stores (and delivers) it.
+    fn emit(&mut self, kind: &'static str, object: Value) {
+        self.emitted.push((kind, object));
+    }
+}
+
+/// The payment went through: authorized (`requires_capture`) under manual capture, `succeeded` otherwise.
+fn complete_payment(intent: &mut Intent) {
+    if intent.capture_method == "manual" {
+        intent.status = "requires_capture";
+        intent.amount_capturable = intent.amount;
+    } else {
+        intent.status = "succeeded";
+        intent.amount_received = intent.amount;
+    }
+}
+
+/// The payment was declined on `charge`: back to `requires_payment_method`, with the decline as the last error.
+fn decline_payment(intent: &mut Intent, decline: Decline, charge: String) {
+    let payment_method = intent.payment_method.take().unwrap_or_default();
+    intent.status = "requires_payment_method";
+    intent.next_action = None;
+    intent.latest_charge = Some(charge.clone());
+    intent.last_payment_error = Some(json!({
+        "type": "card_error",
+        "code": decline.code,
+        "decline_code": decline.decline_code,
+        "doc_url": format!("https://stripe.com/docs/error-codes/{}", decline.code.replace('_', "-")),
+        "message": decline.message,
+        "charge": charge,
+        "payment_method": payment_method_json(&payment_method),
+    }));
 }
 
 fn payment_method_json(id: &str) -> Value {
@@ -1003,6 +1361,7 @@ impl ThreeDs {
     }
 }
 
+/// https://docs.stripe.com/api/payment_intents/create (plus the SPT preview's top-level `shared_payment_granted_token`).
 const CREATE_INTENT_PARAMS: &[&str] = &[
     "amount",
     "amount_details",
@@ -1043,6 +1402,7 @@ const CREATE_INTENT_PARAMS: &[&str] = &[
     "use_stripe_sdk",
 ];
 
+/// https://docs.stripe.com/api/payment_intents/confirm (plus the SPT preview's top-level `shared_payment_granted_token`).
 const CONFIRM_INTENT_PARAMS: &[&str] = &[
     "capture_method",
     "confirmation_token",
@@ -1065,6 +1425,7 @@ const CONFIRM_INTENT_PARAMS: &[&str] = &[
     "use_stripe_sdk",
 ];
 
+/// https://docs.stripe.com/api/payment_intents/capture
 const CAPTURE_INTENT_PARAMS: &[&str] = &[
     "amount_details",
     "amount_to_capture",
@@ -1078,8 +1439,10 @@ const CAPTURE_INTENT_PARAMS: &[&str] = &[
     "transfer_data",
 ];
 
+/// https://docs.stripe.com/api/payment_intents/cancel
 const CANCEL_INTENT_PARAMS: &[&str] = &["cancellation_reason", "expand"];
 
+/// https://docs.stripe.com/api/refunds/create
 const CREATE_REFUND_PARAMS: &[&str] = &[
     "amount",
     "charge",
@@ -1150,6 +1513,7 @@ fn create_intent(ledger: &mut Ledger, params: &Params) -> Result<Value, Failure>
         next_action: None,
         payment_method: token.map(|_| new_id("pm")),
         created: now(),
+        created_at: Instant::now(),
         canceled_at: None,
         cancellation_reason: None,
         token: token.map(|(t, _)| t.to_owned()),
@@ -1243,6 +1607,7 @@ fn capture_intent(ledger: &mut Ledger, id: &str, params: &Params) -> Result<Valu
     intent.status = "succeeded";
     intent.amount_received = amount;
     intent.amount_capturable = 0;
+    ledger.emit_status(&intent);
     let body = intent.to_json();
     ledger.store(intent);
     Ok(body)
@@ -1275,6 +1640,7 @@ fn cancel_intent(ledger: &mut Ledger, id: &str, params: &Params) -> Result<Value
     intent.cancellation_reason = reason.map(str::to_owned);
     intent.amount_capturable = 0;
     intent.next_action = None;
+    ledger.emit_status(&intent);
     let body = intent.to_json();
     ledger.store(intent);
     Ok(body)
@@ -1348,10 +1714,12 @@ fn create_refund(ledger: &mut Ledger, params: &Params) -> Result<Value, Failure>
         "reason": reason,
         "status": "succeeded",
     });
-    ledger.store(intent);
     let id = refund["id"].as_str().unwrap_or_default().to_owned();
     ledger.refund_index.insert(id, ledger.refunds.len());
     ledger.refunds.push(refund.clone());
+    let charge = events::charge_json(ledger, &intent);
+    ledger.emit("charge.refunded", charge);
+    ledger.store(intent);
     Ok(refund)
 }
 
@@ -1506,703 +1874,4 @@ fn now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "sk_test_fake_0123456789abcdef";
-
-    struct Answer {
-        status: u16,
-        headers: reqwest::header::HeaderMap,
-        body: Value,
-    }
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder().no_proxy().build().unwrap()
-    }
-
-    async fn call(stripe: &FakeStripe, method: Method, path: &str, key: Option<&str>, form: &[(&str, &str)]) -> Answer {
-        let url = format!("{}{path}", stripe.base_url());
-        let mut request = client()
-            .request(method.clone(), url)
-            .bearer_auth(KEY)
-            .header("Stripe-Version", "2026-04-22.preview");
-        if method == Method::POST {
-            request = request.form(form);
-        }
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = request.send().await.unwrap();
-        Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: response.json().await.unwrap(),
-        }
-    }
-
-    async fn post(stripe: &FakeStripe, path: &str, key: Option<&str>, form: &[(&str, &str)]) -> Answer {
-        call(stripe, Method::POST, path, key, form).await
-    }
-
-    async fn get(stripe: &FakeStripe, path: &str) -> Answer {
-        call(stripe, Method::GET, path, None, &[]).await
-    }
-
-    fn token(prefix: &str) -> String {
-        format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-    }
-
-    fn key() -> String {
-        uuid::Uuid::new_v4().to_string()
-    }
-
-    /// Form for a confirmed charge with the current token parameter.
-    fn charge(amount: &str, token: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("amount", amount.to_owned()),
-            ("currency", "usd".to_owned()),
-            ("confirm", "true".to_owned()),
-            ("payment_method_data[shared_payment_granted_token]", token.to_owned()),
-        ]
-    }
-
-    fn form<'a>(pairs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-        pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
-    }
-
-    async fn pay(stripe: &FakeStripe, key: &str, pairs: &[(&'static str, String)]) -> Answer {
-        post(stripe, "/v1/payment_intents", Some(key), &form(pairs)).await
-    }
-
-    #[tokio::test]
-    async fn refuses_missing_and_wrong_keys_without_echoing_them() {
-        let stripe = FakeStripe::start(KEY).await;
-        let url = format!("{}/v1/payment_intents", stripe.base_url());
-
-        let missing = client().post(&url).form(&[("amount", "100")]).send().await.unwrap();
-        assert_eq!(missing.status().as_u16(), 401);
-        let body: Value = missing.json().await.unwrap();
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-
-        let wrong = "sk_test_this_is_not_the_right_key_9876";
-        let refused = client()
-            .post(&url)
-            .bearer_auth(wrong)
-            .form(&[("amount", "100")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(refused.status().as_u16(), 401);
-        let body: Value = refused.json().await.unwrap();
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.starts_with("Invalid API Key provided: sk_test_"), "{message}");
-        assert!(message.ends_with("9876"), "{message}");
-        assert!(!message.contains(wrong), "{message}");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-
-        let log = stripe.requests();
-        assert_eq!(log.len(), 2);
-        assert!(log.iter().all(|r| !r.authorization_ok && r.status == 401));
-        assert!(stripe.payment_intents().is_empty());
-    }
-
-    #[tokio::test]
-    async fn creates_and_confirms_with_metadata_and_retrieves() {
-        let stripe = FakeStripe::start(KEY).await;
-        let mut pairs = charge("2500", &token("spt_ok"));
-        pairs.push(("metadata[checkout_session_id]", "cs_123".into()));
-        pairs.push(("metadata[order_reference]", "ord 7/8".into()));
-        let created = pay(&stripe, &key(), &pairs).await;
-        assert_eq!(created.status, 200, "{}", created.body);
-        let pi = &created.body;
-        assert_eq!(pi["object"], "payment_intent");
-        assert_eq!(pi["status"], "succeeded");
-        assert_eq!(pi["amount"], 2500);
-        assert_eq!(pi["amount_received"], 2500);
-        assert_eq!(pi["amount_capturable"], 0);
-        assert_eq!(pi["currency"], "usd");
-        assert_eq!(pi["confirmation_method"], "automatic");
-        assert_eq!(pi["livemode"], false);
-        assert_eq!(pi["last_payment_error"], Value::Null);
-        assert_eq!(pi["next_action"], Value::Null);
-        assert_eq!(
-            pi["metadata"],
-            json!({"checkout_session_id": "cs_123", "order_reference": "ord 7/8"})
-        );
-        assert!(pi["id"].as_str().unwrap().starts_with("pi_"));
-        assert!(pi["latest_charge"].as_str().unwrap().starts_with("ch_"));
-        assert!(pi["payment_method"].as_str().unwrap().starts_with("pm_"));
-        assert!(pi["created"].as_i64().unwrap() > 1_600_000_000);
-        assert!(created.headers.contains_key("request-id"));
-        assert!(!created.headers.contains_key("idempotent-replayed"));
-
-        assert_eq!(stripe.payment_intents(), vec![pi.clone()]);
-        let fetched = get(&stripe, &format!("/v1/payment_intents/{}", pi["id"].as_str().unwrap())).await;
-        assert_eq!(fetched.status, 200);
-        assert_eq!(&fetched.body, pi);
-
-        let missing = get(&stripe, "/v1/payment_intents/pi_nope").await;
-        assert_eq!(missing.status, 404);
-        assert_eq!(missing.body["error"]["code"], "resource_missing");
-
-        // The older top-level parameter works too.
-        let legacy = post(
-            &stripe,
-            "/v1/payment_intents",
-            Some(&key()),
-            &[
-                ("amount", "100"),
-                ("currency", "eur"),
-                ("confirm", "true"),
-                ("shared_payment_granted_token", &token("spt_ok")),
-            ],
-        )
-        .await;
-        assert_eq!(legacy.body["status"], "succeeded", "{}", legacy.body);
-    }
-
-    #[tokio::test]
-    async fn validates_amount_and_currency_without_saving_the_failure() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let spt = token("spt_ok");
-        let no_amount = post(&stripe, "/v1/payment_intents", Some(&k), &[("currency", "usd")]).await;
-        assert_eq!(no_amount.status, 400);
-        assert_eq!(no_amount.body["error"]["code"], "parameter_missing");
-        assert_eq!(no_amount.body["error"]["param"], "amount");
-
-        let bad = post(
-            &stripe,
-            "/v1/payment_intents",
-            Some(&k),
-            &[("amount", "12.5"), ("currency", "usd")],
-        )
-        .await;
-        assert_eq!(bad.body["error"]["code"], "parameter_invalid_integer");
-        assert_eq!(bad.body["error"]["param"], "amount");
-        let negative = post(
-            &stripe,
-            "/v1/payment_intents",
-            None,
-            &[("amount", "-1"), ("currency", "usd")],
-        )
-        .await;
-        assert_eq!(negative.body["error"]["code"], "parameter_invalid_integer");
-
-        let no_currency = post(&stripe, "/v1/payment_intents", None, &[("amount", "100")]).await;
-        assert_eq!(no_currency.body["error"]["code"], "parameter_missing");
-        assert_eq!(no_currency.body["error"]["param"], "currency");
-        let upper = post(
-            &stripe,
-            "/v1/payment_intents",
-            None,
-            &[("amount", "100"), ("currency", "USD")],
-        )
-        .await;
-        assert_eq!(upper.status, 400);
-        assert_eq!(upper.body["error"]["param"], "currency");
-
-        let unknown = post(
-            &stripe,
-            "/v1/payment_intents",
-            None,
-            &[("amount", "100"), ("currency", "usd"), ("amout", "1")],
-        )
-        .await;
-        assert_eq!(unknown.body["error"]["code"], "parameter_unknown");
-
-        // Validation failures are not saved: the same key works once the parameters are right.
-        let ok = pay(&stripe, &k, &charge("100", &spt)).await;
-        assert_eq!(ok.status, 200, "{}", ok.body);
-    }
-
-    #[tokio::test]
-    async fn manual_capture_authorizes_then_captures() {
-        let stripe = FakeStripe::start(KEY).await;
-        let mut pairs = charge("5000", &token("spt_ok"));
-        pairs.push(("capture_method", "manual".into()));
-        let authorized = pay(&stripe, &key(), &pairs).await;
-        assert_eq!(authorized.body["status"], "requires_capture", "{}", authorized.body);
-        assert_eq!(authorized.body["capture_method"], "manual");
-        assert_eq!(authorized.body["amount_capturable"], 5000);
-        assert_eq!(authorized.body["amount_received"], 0);
-        let id = authorized.body["id"].as_str().unwrap();
-
-        let too_much = post(
-            &stripe,
-            &format!("/v1/payment_intents/{id}/capture"),
-            Some(&key()),
-            &[("amount_to_capture", "6000")],
-        )
-        .await;
-        assert_eq!(too_much.status, 400);
-        assert_eq!(too_much.body["error"]["code"], "amount_too_large");
-
-        let captured = post(
-            &stripe,
-            &format!("/v1/payment_intents/{id}/capture"),
-            Some(&key()),
-            &[("amount_to_capture", "4000")],
-        )
-        .await;
-        assert_eq!(captured.status, 200, "{}", captured.body);
-        assert_eq!(captured.body["status"], "succeeded");
-        assert_eq!(captured.body["amount_received"], 4000);
-        assert_eq!(captured.body["amount_capturable"], 0);
-
-        let again = post(&stripe, &format!("/v1/payment_intents/{id}/capture"), Some(&key()), &[]).await;
-        assert_eq!(again.status, 400);
-        assert_eq!(again.body["error"]["code"], "payment_intent_unexpected_state");
-        assert_eq!(again.body["error"]["payment_intent"]["status"], "succeeded");
-        assert_eq!(stripe.payment_intents()[0]["status"], "succeeded");
-
-        let unknown = post(&stripe, "/v1/payment_intents/pi_missing/capture", Some(&key()), &[]).await;
-        assert_eq!(unknown.status, 404);
-    }
-
-    #[tokio::test]
-    async fn cancels_uncaptured_but_not_succeeded_intents() {
-        let stripe = FakeStripe::start(KEY).await;
-        let mut pairs = charge("700", &token("spt_ok"));
-        pairs.push(("capture_method", "manual".into()));
-        let authorized = pay(&stripe, &key(), &pairs).await;
-        let id = authorized.body["id"].as_str().unwrap();
-        let canceled = post(
-            &stripe,
-            &format!("/v1/payment_intents/{id}/cancel"),
-            Some(&key()),
-            &[("cancellation_reason", "abandoned")],
-        )
-        .await;
-        assert_eq!(canceled.status, 200, "{}", canceled.body);
-        assert_eq!(canceled.body["status"], "canceled");
-        assert_eq!(canceled.body["cancellation_reason"], "abandoned");
-        assert_eq!(canceled.body["amount_capturable"], 0);
-
-        let succeeded = pay(&stripe, &key(), &charge("700", &token("spt_ok"))).await;
-        let id = succeeded.body["id"].as_str().unwrap();
-        let refused = post(&stripe, &format!("/v1/payment_intents/{id}/cancel"), Some(&key()), &[]).await;
-        assert_eq!(refused.status, 400);
-        assert_eq!(refused.body["error"]["code"], "payment_intent_unexpected_state");
-    }
-
-    #[tokio::test]
-    async fn declines_are_402_with_the_failed_intent_stored_and_do_not_consume_the_token() {
-        let stripe = FakeStripe::start(KEY).await;
-        for (prefix, code, decline_code) in [
-            ("spt_decline", "card_declined", "generic_decline"),
-            ("spt_insufficient", "card_declined", "insufficient_funds"),
-            ("spt_expired_card", "expired_card", "expired_card"),
-        ] {
-            let spt = token(prefix);
-            let declined = pay(&stripe, &key(), &charge("1200", &spt)).await;
-            assert_eq!(declined.status, 402, "{}", declined.body);
-            let error = &declined.body["error"];
-            assert_eq!(error["type"], "card_error");
-            assert_eq!(error["code"], code);
-            assert_eq!(error["decline_code"], decline_code);
-            assert!(error["message"].as_str().unwrap().starts_with("Your card"));
-            let pi = &error["payment_intent"];
-            assert_eq!(pi["status"], "requires_payment_method");
-            assert_eq!(pi["last_payment_error"]["code"], code);
-            assert_eq!(pi["last_payment_error"]["decline_code"], decline_code);
-            assert_eq!(pi["amount_received"], 0);
-            let stored = stripe.payment_intents();
-            assert_eq!(stored.last().unwrap(), pi);
-
-            // Declines do not consume the token: another attempt is declined again, not "token used".
-            let again = pay(&stripe, &key(), &charge("1200", &spt)).await;
-            assert_eq!(again.status, 402);
-            assert_eq!(again.body["error"]["code"], code);
-        }
-        assert_eq!(stripe.payment_intents().len(), 6);
-    }
-
-    #[tokio::test]
-    async fn idempotent_replay_and_idempotency_error() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let pairs = charge("999", &token("spt_ok"));
-        let first = pay(&stripe, &k, &pairs).await;
-        assert_eq!(first.status, 200);
-        let replay = pay(&stripe, &k, &pairs).await;
-        assert_eq!(replay.status, 200);
-        assert_eq!(replay.body, first.body);
-        assert_eq!(replay.headers["idempotent-replayed"], "true");
-        assert_eq!(replay.headers["original-request"], first.headers["request-id"]);
-        assert_eq!(stripe.payment_intents().len(), 1);
-
-        let mut changed = pairs.clone();
-        changed[0].1 = "1000".into();
-        let conflict = pay(&stripe, &k, &changed).await;
-        assert_eq!(conflict.status, 400);
-        assert_eq!(conflict.body["error"]["type"], "idempotency_error");
-        assert!(
-            conflict.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("Keys for idempotent requests can only be used with the same parameters")
-        );
-        let other_endpoint = post(&stripe, "/v1/refunds", Some(&k), &form(&pairs)).await;
-        assert_eq!(other_endpoint.body["error"]["type"], "idempotency_error");
-        assert_eq!(stripe.payment_intents().len(), 1);
-
-        // 402s are saved and replayed too.
-        let k2 = key();
-        let decline_pairs = charge("999", &token("spt_decline"));
-        let declined = pay(&stripe, &k2, &decline_pairs).await;
-        let replayed = pay(&stripe, &k2, &decline_pairs).await;
-        assert_eq!(replayed.status, 402);
-        assert_eq!(replayed.body, declined.body);
-        assert_eq!(replayed.headers["idempotent-replayed"], "true");
-        assert_eq!(stripe.payment_intents().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn flaky_fails_first_with_500_then_succeeds_once_under_the_same_key() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let pairs = charge("300", &token("spt_flaky"));
-        let first = pay(&stripe, &k, &pairs).await;
-        assert_eq!(first.status, 500);
-        assert_eq!(first.body["error"]["type"], "api_error");
-        assert!(stripe.payment_intents().is_empty());
-        let retry = pay(&stripe, &k, &pairs).await;
-        assert_eq!(retry.status, 200, "{}", retry.body);
-        assert!(!retry.headers.contains_key("idempotent-replayed"));
-        let replay = pay(&stripe, &k, &pairs).await;
-        assert_eq!(replay.body, retry.body);
-        assert_eq!(replay.headers["idempotent-replayed"], "true");
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn rate_limited_answers_429_first_then_succeeds() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let pairs = charge("300", &token("spt_ratelimited"));
-        let first = pay(&stripe, &k, &pairs).await;
-        assert_eq!(first.status, 429);
-        assert_eq!(first.headers["retry-after"], "0");
-        assert_eq!(first.body["error"]["code"], "rate_limit");
-        assert!(stripe.payment_intents().is_empty());
-        let retry = pay(&stripe, &k, &pairs).await;
-        assert_eq!(retry.status, 200, "{}", retry.body);
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn tokens_are_single_use() {
-        let stripe = FakeStripe::start(KEY).await;
-        let spt = token("spt_ok");
-        let first = pay(&stripe, &key(), &charge("100", &spt)).await;
-        assert_eq!(first.status, 200);
-        let reused = pay(&stripe, &key(), &charge("100", &spt)).await;
-        assert_eq!(reused.status, 400);
-        assert_eq!(reused.body["error"]["type"], "invalid_request_error");
-        assert_eq!(reused.body["error"]["code"], "shared_payment_granted_token_used");
-        assert!(
-            reused.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("already been used")
-        );
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn token_limits_expiry_and_unknown_tokens() {
-        let stripe = FakeStripe::start(KEY).await;
-        let limited = token("spt_max1000");
-        let over = pay(&stripe, &key(), &charge("1001", &limited)).await;
-        assert_eq!(over.status, 400);
-        assert_eq!(over.body["error"]["code"], "amount_too_large");
-        assert_eq!(over.body["error"]["param"], "amount");
-        assert!(over.body["error"]["message"].as_str().unwrap().contains("1000"));
-        let within = pay(&stripe, &key(), &charge("1000", &limited)).await;
-        assert_eq!(within.status, 200, "{}", within.body);
-
-        let expired = pay(&stripe, &key(), &charge("100", &token("spt_expired"))).await;
-        assert_eq!(expired.status, 400);
-        assert_eq!(expired.body["error"]["code"], "shared_payment_granted_token_expired");
-
-        let unknown = pay(&stripe, &key(), &charge("100", "tok_visa")).await;
-        assert_eq!(unknown.status, 400);
-        assert_eq!(unknown.body["error"]["code"], "resource_missing");
-        assert_eq!(
-            unknown.body["error"]["param"],
-            "payment_method_data[shared_payment_granted_token]"
-        );
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn three_d_secure_requires_action_unless_results_are_imported() {
-        let stripe = FakeStripe::start(KEY).await;
-        let spt = token("spt_3ds");
-        let challenged = pay(&stripe, &key(), &charge("4200", &spt)).await;
-        assert_eq!(challenged.status, 200);
-        assert_eq!(challenged.body["status"], "requires_action");
-        assert_eq!(challenged.body["next_action"]["type"], "use_stripe_sdk");
-
-        let with_3ds = |cryptogram: &str| {
-            let mut pairs = charge("4200", &spt);
-            pairs.push((
-                "payment_method_options[card][three_d_secure][cryptogram]",
-                cryptogram.to_owned(),
-            ));
-            pairs.push((
-                "payment_method_options[card][three_d_secure][electronic_commerce_indicator]",
-                "05".into(),
-            ));
-            pairs.push((
-                "payment_method_options[card][three_d_secure][transaction_id]",
-                "f2a3b4c5-0000-4000-8000-000000000001".into(),
-            ));
-            pairs.push(("payment_method_options[card][three_d_secure][version]", "2.2.0".into()));
-            pairs
-        };
-        let denied = pay(&stripe, &key(), &with_3ds("DENIED")).await;
-        assert_eq!(denied.status, 402);
-        assert_eq!(denied.body["error"]["code"], "card_declined");
-        assert_eq!(denied.body["error"]["decline_code"], "authentication_required");
-
-        let authenticated = pay(&stripe, &key(), &with_3ds("AAABBEg0VhI0VniQEjRWAAAAAAA=")).await;
-        assert_eq!(authenticated.status, 200, "{}", authenticated.body);
-        assert_eq!(authenticated.body["status"], "succeeded");
-        assert_eq!(authenticated.body["next_action"], Value::Null);
-
-        // Incomplete imported results are a parameter error.
-        let mut partial = charge("4200", &token("spt_3ds"));
-        partial.push((
-            "payment_method_options[card][three_d_secure][cryptogram]",
-            "AAAB".into(),
-        ));
-        let incomplete = pay(&stripe, &key(), &partial).await;
-        assert_eq!(incomplete.body["error"]["code"], "parameter_missing");
-
-        // The requires_action intent can also be confirmed again with the imported results.
-        let spt2 = token("spt_3ds");
-        let pending = pay(&stripe, &key(), &charge("800", &spt2)).await;
-        let id = pending.body["id"].as_str().unwrap();
-        let confirmed = post(
-            &stripe,
-            &format!("/v1/payment_intents/{id}/confirm"),
-            Some(&key()),
-            &[
-                (
-                    "payment_method_options[card][three_d_secure][cryptogram]",
-                    "AAABBEg0VhI0VniQEjRWAAAAAAA=",
-                ),
-                ("payment_method_options[card][three_d_secure][transaction_id]", "tx-1"),
-                ("payment_method_options[card][three_d_secure][version]", "2.2.0"),
-            ],
-        )
-        .await;
-        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-        assert_eq!(confirmed.body["status"], "succeeded");
-    }
-
-    #[tokio::test]
-    async fn hold_saves_first_then_waits_for_release() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let pairs = charge("1500", &token("spt_hold"));
-        let held = tokio::spawn({
-            let stripe = stripe.clone();
-            let k = k.clone();
-            let pairs = pairs.clone();
-            async move { pay(&stripe, &k, &pairs).await }
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while stripe.payment_intents().is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the held request never created its PaymentIntent"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!held.is_finished(), "the response must be held until release_held()");
-
-        // A retry under the same key replays at once, while the original is still held.
-        let replay = tokio::time::timeout(Duration::from_secs(2), pay(&stripe, &k, &pairs))
-            .await
-            .expect("the replay must not be held");
-        assert_eq!(replay.status, 200);
-        assert_eq!(replay.headers["idempotent-replayed"], "true");
-
-        stripe.release_held();
-        let original = tokio::time::timeout(Duration::from_secs(2), held)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(original.status, 200);
-        assert_eq!(original.body["status"], "succeeded");
-        assert_eq!(original.body, replay.body);
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn slow_delays_and_reports_a_concurrent_retry_as_in_progress() {
-        let stripe = FakeStripe::start(KEY).await;
-        stripe.set_slow_delay(Duration::from_millis(300));
-        let k = key();
-        let pairs = charge("100", &token("spt_slow"));
-        let started = tokio::time::Instant::now();
-        let slow = tokio::spawn({
-            let stripe = stripe.clone();
-            let (k, pairs) = (k.clone(), pairs.clone());
-            async move { pay(&stripe, &k, &pairs).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let concurrent = pay(&stripe, &k, &pairs).await;
-        assert_eq!(concurrent.status, 409);
-        assert_eq!(concurrent.body["error"]["code"], "idempotency_key_in_use");
-        let answer = slow.await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        assert_eq!(answer.status, 200);
-        let replay = pay(&stripe, &k, &pairs).await;
-        assert_eq!(replay.headers["idempotent-replayed"], "true");
-        assert_eq!(stripe.payment_intents().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn refunds_partial_full_and_over_refund() {
-        let stripe = FakeStripe::start(KEY).await;
-        let paid = pay(&stripe, &key(), &charge("1000", &token("spt_ok"))).await;
-        let id = paid.body["id"].as_str().unwrap();
-
-        let partial = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&key()),
-            &[("payment_intent", id), ("amount", "300")],
-        )
-        .await;
-        assert_eq!(partial.status, 200, "{}", partial.body);
-        assert_eq!(partial.body["object"], "refund");
-        assert_eq!(partial.body["amount"], 300);
-        assert_eq!(partial.body["currency"], "usd");
-        assert_eq!(partial.body["payment_intent"], id);
-        assert_eq!(partial.body["status"], "succeeded");
-        assert_eq!(partial.body["metadata"], json!({}));
-        assert!(partial.body["id"].as_str().unwrap().starts_with("re_"));
-
-        let too_much = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&key()),
-            &[("payment_intent", id), ("amount", "701")],
-        )
-        .await;
-        assert_eq!(too_much.status, 400);
-        assert_eq!(too_much.body["error"]["code"], "amount_too_large");
-
-        let rest = post(&stripe, "/v1/refunds", Some(&key()), &[("payment_intent", id)]).await;
-        assert_eq!(rest.status, 200);
-        assert_eq!(rest.body["amount"], 700);
-        let fetched = get(&stripe, &format!("/v1/refunds/{}", rest.body["id"].as_str().unwrap())).await;
-        assert_eq!(fetched.body, rest.body);
-
-        let done = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&key()),
-            &[("payment_intent", id), ("amount", "1")],
-        )
-        .await;
-        assert_eq!(done.status, 400);
-        assert_eq!(done.body["error"]["code"], "charge_already_refunded");
-
-        let unknown = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&key()),
-            &[("payment_intent", "pi_missing")],
-        )
-        .await;
-        assert_eq!(unknown.status, 404);
-        assert_eq!(unknown.body["error"]["code"], "resource_missing");
-
-        // Idempotent like the rest.
-        let k = key();
-        let paid = pay(&stripe, &key(), &charge("500", &token("spt_ok"))).await;
-        let id = paid.body["id"].as_str().unwrap();
-        let once = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&k),
-            &[("payment_intent", id), ("amount", "200")],
-        )
-        .await;
-        let twice = post(
-            &stripe,
-            "/v1/refunds",
-            Some(&k),
-            &[("payment_intent", id), ("amount", "200")],
-        )
-        .await;
-        assert_eq!(once.body, twice.body);
-        assert_eq!(twice.headers["idempotent-replayed"], "true");
-        let rest = post(&stripe, "/v1/refunds", Some(&key()), &[("payment_intent", id)]).await;
-        assert_eq!(rest.body["amount"], 300);
-    }
-
-    #[tokio::test]
-    async fn unknown_routes_are_404_envelopes() {
-        let stripe = FakeStripe::start(KEY).await;
-        let answer = get(&stripe, "/v1/customers").await;
-        assert_eq!(answer.status, 404);
-        assert_eq!(answer.body["error"]["type"], "invalid_request_error");
-        assert!(
-            answer.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("Unrecognized request URL")
-        );
-    }
-
-    #[tokio::test]
-    async fn logs_params_keys_versions_and_outcomes() {
-        let stripe = FakeStripe::start(KEY).await;
-        let k = key();
-        let spt = token("spt_ok");
-        let mut pairs = charge("100", &spt);
-        pairs.push(("metadata[checkout_session_id]", "cs 1&2=3".into()));
-        pairs.push((
-            "payment_method_options[card][three_d_secure][cryptogram]",
-            "AB+/=".into(),
-        ));
-        pairs.push((
-            "payment_method_options[card][three_d_secure][transaction_id]",
-            "t".into(),
-        ));
-        pairs.push(("payment_method_options[card][three_d_secure][version]", "2.1.0".into()));
-        let answer = pay(&stripe, &k, &pairs).await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        let _ = get(&stripe, "/v1/payment_intents/pi_unknown").await;
-
-        let log = stripe.requests();
-        assert_eq!(log.len(), 2);
-        let first = &log[0];
-        assert_eq!(first.method, "POST");
-        assert_eq!(first.path, "/v1/payment_intents");
-        assert_eq!(first.idempotency_key.as_deref(), Some(k.as_str()));
-        assert_eq!(first.stripe_version.as_deref(), Some("2026-04-22.preview"));
-        assert!(first.authorization_ok);
-        assert_eq!(first.params["payment_method_data[shared_payment_granted_token]"], spt);
-        assert_eq!(first.params["metadata[checkout_session_id]"], "cs 1&2=3");
-        assert_eq!(
-            first.params["payment_method_options[card][three_d_secure][cryptogram]"],
-            "AB+/="
-        );
-        assert_eq!(first.params["confirm"], "true");
-        assert_eq!(first.status, 200);
-        assert_eq!(first.response, answer.body);
-        assert_eq!(log[1].method, "GET");
-        assert_eq!(log[1].status, 404);
-        assert_eq!(log[1].idempotency_key, None);
-    }
-}
+mod tests;
