@@ -71,6 +71,12 @@ const KEYS: &[&str] = &[
     "idempotency_lease_ms",
     "idempotency_retention_secs",
     "idempotency_sweep_interval_ms",
+    "idempotency_heartbeat_ms",
+    "reconcile_interval_ms",
+    "reconcile_after_ms",
+    "psp_lookup_grace_secs",
+    "stripe_webhook_secrets",
+    "stripe_webhook_tolerance_secs",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -294,6 +300,13 @@ struct RawSettings {
     idempotency_lease_ms: u64,
     idempotency_retention_secs: u64,
     idempotency_sweep_interval_ms: u64,
+    idempotency_heartbeat_ms: u64,
+    reconcile_interval_ms: u64,
+    reconcile_after_ms: u64,
+    psp_lookup_grace_secs: u64,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    stripe_webhook_secrets: Option<String>,
+    stripe_webhook_tolerance_secs: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -345,6 +358,13 @@ pub struct Settings {
     pub idempotency_lease: Duration,
     pub idempotency_retention: Duration,
     pub idempotency_sweep_interval: Duration,
+    /// How often running requests and payment attempts renew their lease (less than half of it).
+    pub idempotency_heartbeat: Duration,
+    pub reconcile_interval: Duration,
+    pub reconcile_after: Duration,
+    pub psp_lookup_grace: Duration,
+    pub stripe_webhook_secrets: Vec<Secret>,
+    pub stripe_webhook_tolerance: Duration,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -477,6 +497,18 @@ impl RawSettings {
         check_positive("idempotency_lease_ms", self.idempotency_lease_ms)?;
         check_positive("idempotency_retention_secs", self.idempotency_retention_secs)?;
         check_positive("idempotency_sweep_interval_ms", self.idempotency_sweep_interval_ms)?;
+        check_positive("idempotency_heartbeat_ms", self.idempotency_heartbeat_ms)?;
+        if self.idempotency_heartbeat_ms.saturating_mul(2) >= self.idempotency_lease_ms {
+            return Err(ConfigError::new(
+                "idempotency_heartbeat_ms",
+                format!(
+                    "must be less than half of ACP_IDEMPOTENCY_LEASE_MS ({} ms), so one late renewal never loses a lease",
+                    self.idempotency_lease_ms
+                ),
+            ));
+        }
+        check_positive("reconcile_interval_ms", self.reconcile_interval_ms)?;
+        check_positive("stripe_webhook_tolerance_secs", self.stripe_webhook_tolerance_secs)?;
         if production && self.idempotency_retention_secs < MIN_PRODUCTION_RETENTION_SECS {
             return Err(ConfigError::new(
                 "idempotency_retention_secs",
@@ -505,6 +537,10 @@ impl RawSettings {
             max_retries: self.stripe_max_retries,
             retry_backoff: Duration::from_millis(self.stripe_retry_backoff_ms),
         };
+        if self.psp == PspKind::Stripe {
+            check_shutdown_covers_psp(&stripe, Duration::from_millis(self.shutdown_timeout_ms))?;
+        }
+        let stripe_webhook_secrets = parse_secret_list(self.stripe_webhook_secrets.as_deref().unwrap_or(""));
         for (key, value) in [
             ("webhook_poll_interval_ms", self.webhook_poll_interval_ms),
             ("webhook_max_age_secs", self.webhook_max_age_secs),
@@ -581,6 +617,12 @@ impl RawSettings {
             idempotency_lease: Duration::from_millis(self.idempotency_lease_ms),
             idempotency_retention: Duration::from_secs(self.idempotency_retention_secs),
             idempotency_sweep_interval: Duration::from_millis(self.idempotency_sweep_interval_ms),
+            idempotency_heartbeat: Duration::from_millis(self.idempotency_heartbeat_ms),
+            reconcile_interval: Duration::from_millis(self.reconcile_interval_ms),
+            reconcile_after: Duration::from_millis(self.reconcile_after_ms),
+            psp_lookup_grace: Duration::from_secs(self.psp_lookup_grace_secs),
+            stripe_webhook_secrets,
+            stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_secs),
         };
         if production {
             check_production(&settings)?;
@@ -819,6 +861,32 @@ fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A payment under way must never be abandoned by a shutdown: the grace covers the PSP's worst case.
+fn check_shutdown_covers_psp(stripe: &StripeSettings, grace: Duration) -> Result<(), ConfigError> {
+    let worst = crate::psp::stripe::worst_case(stripe);
+    if grace < worst {
+        return Err(ConfigError::new(
+            "shutdown_timeout_ms",
+            format!(
+                "{} ms is shorter than a Stripe charge can take ({} ms: (ACP_STRIPE_MAX_RETRIES + 1) × \
+                 ACP_STRIPE_TIMEOUT_MS plus backoffs); raise it or lower those",
+                grace.as_millis(),
+                worst.as_millis()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_secret_list(value: &str) -> Vec<Secret> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
 fn non_empty(secret: Option<Secret>) -> Option<Secret> {
     secret.filter(|s| !s.expose().is_empty())
 }
@@ -950,6 +1018,31 @@ mod tests {
         assert_eq!(s.three_ds.acquirer_bin, "424242");
         assert_eq!(s.webhook_retry_schedule, vec![Duration::from_millis(600)]);
         assert_eq!(s.payment_merchant_id, "42");
+    }
+
+    #[test]
+    fn the_heartbeat_must_be_under_half_the_lease() {
+        let err = dev(&[("idempotency_lease_ms", "2000"), ("idempotency_heartbeat_ms", "1000")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_IDEMPOTENCY_HEARTBEAT_MS");
+        assert!(dev(&[("idempotency_lease_ms", "2001"), ("idempotency_heartbeat_ms", "1000")]).is_ok());
+    }
+
+    #[test]
+    fn the_shutdown_grace_must_cover_a_stripe_charge() {
+        let err = prod(&[("shutdown_timeout_ms", "20000")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_SHUTDOWN_TIMEOUT_MS");
+        assert!(err.problem.contains("24874 ms"), "{err}");
+        assert!(prod(&[("shutdown_timeout_ms", "20000"), ("stripe_timeout_ms", "5000")]).is_ok());
+        // The simulator answers at once: no constraint.
+        assert!(dev(&[("shutdown_timeout_ms", "100")]).is_ok());
+    }
+
+    #[test]
+    fn stripe_webhook_secrets_are_a_list() {
+        let s = dev(&[("stripe_webhook_secrets", " whsec_a , whsec_b ,")]).unwrap();
+        let listed: Vec<&str> = s.stripe_webhook_secrets.iter().map(Secret::expose).collect();
+        assert_eq!(listed, ["whsec_a", "whsec_b"]);
+        assert!(dev(&[]).unwrap().stripe_webhook_secrets.is_empty());
     }
 
     #[test]

@@ -32,7 +32,13 @@ pub struct ApiError {
     pub param: Option<String>,
     pub supported_versions: Option<Vec<&'static str>>,
     pub retry_after_secs: Option<u64>,
+    /// A momentary answer (for example 409 while the same request runs) that the key must not keep.
+    pub transient: bool,
 }
+
+/// Marks a response the idempotency layer must not store as the key's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Transient;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -61,6 +67,7 @@ impl ApiError {
             param: None,
             supported_versions: None,
             retry_after_secs: None,
+            transient: false,
         }
     }
 
@@ -71,6 +78,11 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
         self
     }
 
@@ -121,6 +133,9 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.transient {
+            response.extensions_mut().insert(Transient);
+        }
         response
     }
 }
@@ -131,6 +146,11 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("The service is temporarily unavailable; retry later").with_retry_after(1)
+            }
+            // Deadlock victim or serialization failure: nothing was written, and the same request will succeed.
+            sqlx::Error::Database(ref db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+                tracing::warn!(error = %e, "transaction aborted by a concurrent one; the client should retry");
+                Self::unavailable("The request conflicted with a concurrent one; retry").with_retry_after(1)
             }
             other => {
                 tracing::error!(error = %other, "database error");

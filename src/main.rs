@@ -44,6 +44,9 @@ enum Command {
     },
     /// Run only the webhook delivery worker (several may run against one database).
     Worker,
+    /// One reconciler pass: settle payment attempts nobody runs any more (by asking the PSP) and cancel payments
+    /// still waiting for 3-D Secure on ended sessions; prints what it did.
+    Reconcile,
     /// Webhook tools for integrators.
     Webhook {
         #[command(subcommand)]
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(load(file, SERVE_DEFAULTS)?).await,
             Command::Healthcheck { addr } => healthcheck(&addr).await,
             Command::Worker => worker(load(file, SERVE_DEFAULTS)?).await,
+            Command::Reconcile => reconcile(load(file, SERVE_DEFAULTS)?).await,
             Command::Webhook { action } => webhook_command(action),
             Command::Rules { action } => rules_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
@@ -177,6 +181,24 @@ async fn worker(settings: Settings) -> Outcome {
     acp_merchant::webhooks::worker::run(pool.clone(), config, shutdown).await;
     pool.close().await;
     tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn reconcile(settings: Settings) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot reconcile", e))?;
+    let simulator = (settings.psp == acp_merchant::config::PspKind::Simulator)
+        .then(|| acp_merchant::psp::simulator::Simulator::new(pool.clone()));
+    let checkout = acp_merchant::startup::checkout(&settings, simulator).map_err(|e| fail("cannot reconcile", e))?;
+    let report = checkout
+        .reconcile_once(&pool)
+        .await
+        .map_err(|e| fail("reconcile failed", e))?;
+    println!(
+        "settled {} payment attempts, {} still unknown, canceled {} waiting payments",
+        report.settled, report.still_open, report.retired
+    );
+    pool.close().await;
     Ok(())
 }
 

@@ -8,7 +8,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use serde_json::{Value, json};
 
 use crate::{
-    checkout::{compute::default_rules, service::Checkout},
+    checkout::{
+        compute::default_rules,
+        service::{Checkout, PaymentTiming},
+    },
     config::{PspKind, Settings},
     db,
     http::extract::ENV_AGENT_ID,
@@ -72,13 +75,18 @@ fn wire_context(settings: &Settings) -> WireContext {
 }
 
 /// Marks sessions whose TTL ran out as expired, every `every`, until shutdown.
-async fn sweep_expired_sessions(pool: sqlx::PgPool, every: std::time::Duration, stop: CancellationToken) {
+async fn sweep_expired_sessions(
+    checkout: Arc<Checkout>,
+    pool: sqlx::PgPool,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match crate::checkout::service::sweep_expired(&pool).await {
+        match checkout.sweep_expired(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired checkout sessions"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
@@ -102,6 +110,32 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
 }
 
+/// The checkout use cases as configured (`simulator` is the simulator PSP when that is the configured one).
+pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Checkout, StartupError> {
+    let psp = match simulator {
+        Some(s) => Psp::Simulator(s),
+        None => Psp::Stripe(Stripe::new(settings).map_err(|e| StartupError::Psp(e.to_string()))?),
+    };
+    Ok(Checkout {
+        rules: RulesCache::new(default_rules(
+            &settings.ship_to_countries,
+            settings.shipping_standard_amount,
+            settings.shipping_express_amount,
+        )),
+        session_ttl: chrono::Duration::from_std(settings.session_ttl).unwrap_or(chrono::Duration::hours(6)),
+        public_base_url: settings.public_base_url.to_string(),
+        psp,
+        handler_ids: vec![CARD_HANDLER_ID.to_owned()],
+        wire: Arc::new(wire_context(settings)),
+        payments: PaymentTiming {
+            lease: settings.idempotency_lease,
+            heartbeat: settings.idempotency_heartbeat,
+            lookup_grace: settings.psp_lookup_grace,
+            reconcile_after: settings.reconcile_after,
+        },
+    })
+}
+
 /// A bound, not yet running service. `build` then `run_until_stopped`, so tests can learn the port in between.
 pub struct Application {
     listener: TcpListener,
@@ -116,29 +150,16 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         let simulator = (settings.psp == PspKind::Simulator).then(|| Simulator::new(db.clone()));
-        let psp = match &simulator {
-            Some(s) => Psp::Simulator(s.clone()),
-            None => Psp::Stripe(Stripe::new(&settings).map_err(|e| StartupError::Psp(e.to_string()))?),
-        };
-        let checkout = Checkout {
-            rules: RulesCache::new(default_rules(
-                &settings.ship_to_countries,
-                settings.shipping_standard_amount,
-                settings.shipping_express_amount,
-            )),
-            session_ttl: chrono::Duration::from_std(settings.session_ttl).unwrap_or(chrono::Duration::hours(6)),
-            public_base_url: settings.public_base_url.to_string(),
-            psp,
-            handler_ids: vec![CARD_HANDLER_ID.to_owned()],
-        };
-        let wire = wire_context(&settings);
+        let checkout = checkout(&settings, simulator.clone())?;
+        let wire = checkout.wire.clone();
         let state = AppState {
             settings: Arc::new(settings),
             db,
             shutdown,
             checkout: Arc::new(checkout),
-            wire: Arc::new(wire),
+            wire,
             simulator,
+            tasks: TaskTracker::new(),
         };
         Ok(Self { listener, state })
     }
@@ -166,6 +187,7 @@ impl Application {
             ));
         }
         workers.spawn(sweep_expired_sessions(
+            state.checkout.clone(),
             state.db.clone(),
             state.settings.expiry_sweep_interval,
             shutdown.clone(),
@@ -179,8 +201,15 @@ impl Application {
             state.settings.idempotency_sweep_interval,
             shutdown.clone(),
         ));
+        workers.spawn(crate::checkout::reconcile::run(
+            state.checkout.clone(),
+            state.db.clone(),
+            state.settings.reconcile_interval,
+            shutdown.clone(),
+        ));
         let grace = state.settings.shutdown_timeout;
         let pool = state.db.clone();
+        let sagas = state.tasks.clone();
         let app = http::router(state);
         tracing::info!(%addr, "listening");
 
@@ -200,6 +229,13 @@ impl Application {
             }
         };
         shutdown.cancel();
+        // Payments under way finish (their grace is covered by the configuration check) before the pool closes.
+        sagas.close();
+        if tokio::time::timeout(grace, sagas.wait()).await.is_err() {
+            tracing::warn!(
+                "payments under way did not finish within the shutdown timeout; the reconciler settles them"
+            );
+        }
         workers.close();
         if tokio::time::timeout(grace, workers.wait()).await.is_err() {
             tracing::warn!("background workers did not stop within the shutdown timeout");

@@ -275,8 +275,11 @@ pub struct VariantRow {
     pub category: Option<String>,
 }
 
+/// `stock_quantity` here is what can still be promised: on hand minus what sessions being paid for reserved.
 const VARIANT_COLUMNS: &str = "variant_id, product_id, title, description, url, image_url, price_amount, currency,
-    available, stock_quantity, max_quantity_per_order, tax_category, weight_grams, requires_shipping, disclosures,
+    available,
+    case when stock_quantity is null then null else greatest(stock_quantity - stock_reserved, 0) end as stock_quantity,
+    max_quantity_per_order, tax_category, weight_grams, requires_shipping, disclosures,
     category";
 
 /// Loads the named variants (unknown ids are simply absent from the result).
@@ -297,18 +300,4 @@ pub async fn variants_for_update(conn: &mut PgConnection, ids: &[String]) -> Res
     .bind(ids)
     .fetch_all(conn)
     .await
-}
-
-/// Takes `quantity` units of stock; false (and nothing changed) when not enough remain. Untracked stock always
-/// succeeds.
-pub async fn take_stock(conn: &mut PgConnection, variant_id: &str, quantity: u32) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "update variant set stock_quantity = stock_quantity - $2, updated_at = now()
-         where variant_id = $1 and (stock_quantity is null or stock_quantity >= $2)",
-    )
-    .bind(variant_id)
-    .bind(quantity as i32)
-    .execute(conn)
-    .await?;
-    Ok(updated.rows_affected() == 1)
 }

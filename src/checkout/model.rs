@@ -290,6 +290,12 @@ pub struct Session {
     /// The order id reserved when payment starts, so the PSP's metadata can name the order before it exists.
     #[serde(default)]
     pub pending_order_id: Option<String>,
+    /// The payment attempt that holds the session while it is `complete_in_progress` (and the last one after).
+    #[serde(default)]
+    pub current_attempt_id: Option<String>,
+    /// How many payment attempts the session has started.
+    #[serde(default)]
+    pub attempt_count: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,

@@ -1,5 +1,6 @@
-//! Checkout use cases: each runs in a transaction that locks the session row, applies the state machine,
-//! recomputes and persists.
+//! Checkout use cases: create, read, update and cancel, each in a transaction that locks the session row,
+//! applies the state machine, recomputes and persists. Complete lives in [`super::complete`], settling a payment
+//! attempt in [`super::settle`], the background reconciler in [`super::reconcile`].
 //!
 //! State × endpoint (what every cell answers; each has a test in `tests/api/lifecycle.rs`):
 //!
@@ -7,34 +8,34 @@
 //! |---|---|---|---|---|
 //! | (no such session, or another agent's) | 404 `not_found` | 404 | 404 | 404 |
 //! | `not_ready_for_payment` | 200, recomputed | 200 | 400 with the blocking message's code (`out_of_stock`, …) or `missing` (param names what is missing) | 200 → `canceled` |
-//! | `ready_for_payment` | 200, recomputed (may fall back) | 200 | charge → 200 `completed` + order; declined → 200 `ready_for_payment` + `payment_declined`; 3DS → 200 `authentication_required` | 200 → `canceled` |
-//! | `authentication_required` | 200, recomputed (still owes 3-D Secure) | 200 (with `authentication_metadata`) | without `authentication_result` → 400 `requires_3ds`; authenticated → charge as above; failed → 200 + `payment_declined`, no charge | 200 → `canceled` |
-//! | `complete_in_progress` | 409 `invalid_state` | 200 | 409 `invalid_state` | 405 `invalid_state` |
+//! | `ready_for_payment` | 200, recomputed (may fall back) | 200 | charge → 200 `completed` + order; declined → 200 `ready_for_payment` + `payment_declined`; 3DS → 200 `authentication_required`; outcome unknown → 503 + `Retry-After`, session held | 200 → `canceled` |
+//! | `authentication_required` | 200, recomputed (still owes 3-D Secure) | 200 (with `authentication_metadata`) | without `authentication_result` → 400 `requires_3ds`; authenticated → the waiting payment is canceled, then charge as above; failed → 200 + `payment_declined`, no charge | 200 → `canceled` (the waiting payment is canceled at the PSP) |
+//! | `complete_in_progress` | 409 `invalid_state` | 200 | attempt running → 409 `idempotency_in_flight` + `Retry-After`; otherwise the attempt is resumed and settled | 405 `invalid_state` |
 //! | `completed` | 400 `invalid_state` | 200 (with `order`) | 400 `invalid_state` | 405 `invalid_state` |
 //! | `canceled` | 400 `invalid_state` | 200 | 400 `invalid_state` | 405 `invalid_state` |
 //! | `expired` | 400 `invalid_state` | 200 | 400 `invalid_state` | 405 `invalid_state` |
 //!
-//! Complete reserves stock (row locks in id order, so the last unit cannot be sold twice) and marks the session
-//! `complete_in_progress` in one transaction, charges the PSP outside any transaction, then either creates the
-//! order (same transaction as the status change) or returns the stock.
+//! GET never writes: a session past its expiry is shown `expired` and the sweeper persists it under a lock.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, types::Json};
 
+use std::{sync::Arc, time::Duration as StdDuration};
+
+use sqlx::PgPool;
+
 use super::{
-    compute,
-    model::{Buyer, FulfillmentDetails, Message, OrderRef, RequestedItem, SelectedOption, Session, Status},
+    attempt, compute,
+    model::{Buyer, FulfillmentDetails, Message, RequestedItem, SelectedOption, Session, Status},
+    stock,
 };
 use crate::{
     catalog::{self, VariantRow},
-    orders::{
-        self,
-        model::{Order, OrderLine},
-    },
-    psp::{self, ChargeOutcome, ChargeRequest, Psp, PspError, ThreeDsData},
-    webhooks::outbox,
+    idempotency::IdempotencyError,
+    protocol::WireContext,
+    psp::{Psp, ThreeDsData},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +56,41 @@ pub enum CheckoutError {
         param: String,
         message: String,
     },
-    #[error("payment provider: {0}")]
-    Psp(#[from] PspError),
+    /// Complete on a session that is not ready: the session (saved, recomputed) says why.
+    #[error("the checkout session is not ready for payment")]
+    NotPayable(Box<Session>),
+    /// A payment attempt for this session is running right now.
+    #[error("a payment for this checkout session is in progress")]
+    InFlight { retry_after_secs: u64 },
+    /// The PSP's answer did not prove the outcome: the session stays held until it is settled.
+    #[error("the payment outcome is not known yet")]
+    PaymentPending,
+    /// The PSP could not be reached: nothing was charged.
+    #[error("payment provider unreachable: {0}")]
+    PspNotReached(String),
+    /// The PSP refused our request as malformed or unauthorized: nothing was charged; a merchant-side fault.
+    #[error("payment provider refused the request ({code}): {message}")]
+    PspRejected { code: String, message: String },
+    #[error("idempotency: {0}")]
+    Idempotency(#[from] IdempotencyError),
+    /// An order change a PSP event asked for.
+    #[error("order: {0}")]
+    Order(#[from] crate::orders::service::OrderError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+/// The timing knobs of payment attempts (all configurable, so tests run them in milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentTiming {
+    /// How long a runner owns an attempt without renewing (a dead runner's attempt is free after this).
+    pub lease: StdDuration,
+    /// How often a running attempt renews its lease.
+    pub heartbeat: StdDuration,
+    /// How old an attempt must be before "the PSP's search found nothing" proves it never charged.
+    pub lookup_grace: StdDuration,
+    /// How long a `started` attempt may sit untouched (runner gone) before the reconciler settles it.
+    pub reconcile_after: StdDuration,
 }
 
 /// Everything the use cases need besides the database.
@@ -69,6 +101,8 @@ pub struct Checkout {
     pub public_base_url: String,
     pub psp: Psp,
     pub handler_ids: Vec<String>,
+    pub wire: Arc<WireContext>,
+    pub payments: PaymentTiming,
 }
 
 pub struct CreateInput {
@@ -116,7 +150,8 @@ impl Checkout {
         api_version: &str,
         input: CreateInput,
     ) -> Result<Session, CheckoutError> {
-        let catalog = load_catalog(conn, &input.items).await?;
+        let items = stock::merge_duplicates(input.items);
+        let catalog = load_catalog(conn, &items).await?;
         let now = Utc::now();
         let mut session = Session {
             id: format!("cs_{}", uuid::Uuid::now_v7().simple()),
@@ -124,7 +159,7 @@ impl Checkout {
             api_version: api_version.to_owned(),
             status: Status::NotReadyForPayment,
             currency: input.currency.to_ascii_lowercase(),
-            items: input.items,
+            items,
             buyer: input.buyer,
             fulfillment_details: input.fulfillment_details,
             requested_selection: Vec::new(),
@@ -136,6 +171,8 @@ impl Checkout {
             order: None,
             authentication_pending: false,
             pending_order_id: None,
+            current_attempt_id: None,
+            attempt_count: 0,
             created_at: now,
             updated_at: now,
             expires_at: now + self.session_ttl,
@@ -147,11 +184,11 @@ impl Checkout {
         Ok(session)
     }
 
+    /// Reads a session. Never writes: one past its expiry is shown `expired` (the sweeper saves that under a
+    /// lock), so a read can never overwrite a concurrent change with a stale copy.
     pub async fn get(&self, conn: &mut PgConnection, agent_id: &str, id: &str) -> Result<Session, CheckoutError> {
         let mut session = load(conn, agent_id, id, false).await?;
-        if expire_if_due(&mut session, Utc::now()) {
-            save(conn, &session).await?;
-        }
+        expire_if_due(&mut session, Utc::now());
         Ok(session)
     }
 
@@ -165,7 +202,7 @@ impl Checkout {
         let now = Utc::now();
         let mut session = self.load_mutable(conn, agent_id, id, now).await?;
         if let Some(items) = input.items {
-            session.items = items;
+            session.items = stock::merge_duplicates(items);
         }
         if let Some(buyer) = input.buyer {
             session.buyer = buyer;
@@ -239,180 +276,56 @@ impl Checkout {
         }
     }
 
-    /// Phase 1 of complete, in the caller's transaction: validate, reserve stock, mark in progress. Returns the
-    /// session and, when payment should proceed, the charge to make.
-    pub async fn begin_complete(
-        &self,
-        conn: &mut PgConnection,
-        agent_id: &str,
-        id: &str,
-        input: &CompleteInput,
-    ) -> Result<(Session, Option<ChargeRequest>), CheckoutError> {
-        let now = Utc::now();
-        let mut session = self.load_mutable(conn, agent_id, id, now).await?;
-        if !self.handler_ids.contains(&input.handler_id) {
-            return Err(CheckoutError::Invalid {
-                code: "invalid",
-                param: "$.payment_data.handler_id".into(),
-                message: format!("Unknown payment handler '{}'", input.handler_id),
-            });
+    /// Cancels at the PSP a payment of this session that waits for 3-D Secure, before the session itself is
+    /// canceled (outside any transaction: it is a network call).
+    pub async fn retire_waiting_payment(&self, pool: &PgPool, agent_id: &str, id: &str) -> Result<(), CheckoutError> {
+        let mut conn = pool.acquire().await?;
+        let session = load(&mut conn, agent_id, id, false).await?;
+        if session.status.is_terminal() || session.status == Status::CompleteInProgress {
+            return Ok(());
         }
-        if session.status == Status::AuthenticationRequired && input.authentication.is_none() {
-            return Err(CheckoutError::Invalid {
-                code: "requires_3ds",
-                param: "$.authentication_result".into(),
-                message: "This checkout session requires 3-D Secure authentication".into(),
-            });
-        }
-        if let Some(buyer) = &input.buyer {
-            session.buyer = Some(buyer.clone());
-        }
-        if let Some(notes) = &input.order_notes {
-            session.order_notes = Some(notes.clone());
-        }
-        // Reprice against locked rows: what we charge is what the stock check saw.
-        let ids = item_ids(&session.items);
-        let rows = catalog::variants_for_update(conn, &ids).await?;
-        let catalog: HashMap<String, VariantRow> = rows.into_iter().map(|v| (v.variant_id.clone(), v)).collect();
-        let rules = self.rules.current(conn).await?;
-        // Usage limits are decided here, under per-promotion locks held until this transaction commits.
-        let redemptions = redemption_counts(conn, &rules, &session, true).await?;
-        let quoted_total = session.computed.total();
-        compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
-        session.updated_at = now;
-        if session.status != Status::NotReadyForPayment && session.computed.total() != quoted_total {
-            // Never charge an amount the agent has not seen: show the new total and let it confirm again.
-            session.computed.messages.push(Message::warning(
-                "price_change",
-                "$.totals",
-                "The total changed since it was last shown (a price or a discount changed); review and complete again.",
-            ));
-            save(conn, &session).await?;
-            return Ok((session, None));
-        }
-        if session.status == Status::NotReadyForPayment {
-            save(conn, &session).await?;
-            return Ok((session, None));
-        }
-        if input.authentication == Some(AuthenticationOutcome::Failed) {
-            session
-                .computed
-                .messages
-                .push(declined_message("3-D Secure authentication failed."));
-            save(conn, &session).await?;
-            return Ok((session, None));
-        }
-        for item in &session.items {
-            if !catalog::take_stock(conn, &item.item_id, item.quantity).await? {
-                // Cannot happen under the row locks unless stock changed by another path; refuse cleanly.
-                return Err(CheckoutError::Invalid {
-                    code: "out_of_stock",
-                    param: "$.line_items".into(),
-                    message: "An item ran out of stock".into(),
-                });
-            }
-        }
-        // Reserved once per session and kept across attempts: a retried charge must send Stripe exactly the same
-        // parameters under the same idempotency key.
-        if session.pending_order_id.is_none() {
-            session.pending_order_id = Some(format!("ord_{}", uuid::Uuid::now_v7().simple()));
-        }
-        let charge = charge_for(&session, input);
-        reserve_redemptions(conn, &session).await?;
-        session.status = Status::CompleteInProgress;
-        save(conn, &session).await?;
-        Ok((session, Some(charge)))
-    }
-
-    /// Phase 1 again, for a retry that finds the payment already attempted: no new reservation, just the same
-    /// charge (same PSP key) rebuilt from the session as phase 1 left it.
-    pub async fn resume_complete(
-        &self,
-        conn: &mut PgConnection,
-        agent_id: &str,
-        id: &str,
-        input: &CompleteInput,
-    ) -> Result<(Session, Option<ChargeRequest>), CheckoutError> {
-        let session = load(conn, agent_id, id, true).await?;
-        if session.status != Status::CompleteInProgress {
-            // Nothing to resume (for example the outcome was recorded by another path): show the session.
-            return Ok((session, None));
-        }
-        let charge = charge_for(&session, input);
-        Ok((session, Some(charge)))
-    }
-
-    /// Phase 3 of complete, in a new transaction: record what the PSP said.
-    pub async fn finish_complete(
-        &self,
-        conn: &mut PgConnection,
-        session_id: &str,
-        outcome: Result<ChargeOutcome, PspError>,
-    ) -> Result<Session, CheckoutError> {
-        let mut session = load_any(conn, session_id).await?;
-        let now = Utc::now();
-        session.updated_at = now;
-        match outcome {
-            Ok(ChargeOutcome::Succeeded { charge_id }) => {
-                let order_id = session
-                    .pending_order_id
-                    .clone()
-                    .unwrap_or_else(|| format!("ord_{}", uuid::Uuid::now_v7().simple()));
-                let permalink_url = format!("{}/orders/{order_id}", self.public_base_url.trim_end_matches('/'));
-                session.status = Status::Completed;
-                session.authentication_pending = false;
-                session.order = Some(OrderRef {
-                    id: order_id.clone(),
-                    permalink_url,
-                });
-                session.computed.messages.clear();
-                insert_order(conn, &session, &order_id, &charge_id).await?;
-                save(conn, &session).await?;
-                Ok(session)
-            }
-            Ok(ChargeOutcome::Declined { message, .. }) => {
-                self.release_stock(conn, &mut session).await?;
-                release_redemptions(conn, &session.id).await?;
-                session.authentication_pending = false;
-                session.status = Status::ReadyForPayment;
-                session.computed.messages.push(declined_message(&message));
-                save(conn, &session).await?;
-                Ok(session)
-            }
-            Ok(ChargeOutcome::RequiresAuthentication) => {
-                self.release_stock(conn, &mut session).await?;
-                release_redemptions(conn, &session.id).await?;
-                session.authentication_pending = true;
-                session.status = Status::AuthenticationRequired;
-                save(conn, &session).await?;
-                Ok(session)
-            }
-            Err(e) => {
-                self.release_stock(conn, &mut session).await?;
-                release_redemptions(conn, &session.id).await?;
-                session.status = if session.authentication_pending {
-                    Status::AuthenticationRequired
-                } else {
-                    Status::ReadyForPayment
-                };
-                save(conn, &session).await?;
-                Err(CheckoutError::Psp(e))
-            }
+        let waiting = attempt::live_for_session(&mut conn, &session.id).await?;
+        drop(conn);
+        match waiting {
+            Some(waiting) => self.retire(pool, &waiting).await,
+            None => Ok(()),
         }
     }
 
-    async fn release_stock(&self, conn: &mut PgConnection, session: &mut Session) -> Result<(), sqlx::Error> {
-        for item in &session.items {
-            sqlx::query(
-                "update variant set stock_quantity = stock_quantity + $2, updated_at = now()
-                 where variant_id = $1 and stock_quantity is not null",
-            )
-            .bind(&item.item_id)
-            .bind(item.quantity as i32)
-            .execute(&mut *conn)
-            .await?;
+    /// Marks every session whose time ran out as `expired` (canceling a payment that waits for 3-D Secure
+    /// first); returns how many.
+    pub async fn sweep_expired(&self, pool: &PgPool) -> Result<u64, CheckoutError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "select checkout_session_id from checkout_session
+             where expires_at <= now() and status not in ('completed', 'canceled', 'expired', 'complete_in_progress')
+             limit 500",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut expired = 0;
+        for id in ids {
+            let waiting = attempt::live_for_session(&mut *pool.acquire().await?, &id).await?;
+            if let Some(waiting) = waiting
+                && let Err(e) = self.retire(pool, &waiting).await
+            {
+                tracing::warn!(checkout_session_id = %id, error = %e, "could not cancel a waiting payment; expiry retried later");
+                continue;
+            }
+            let mut tx = pool.begin().await?;
+            let row: Option<Json<Session>> =
+                sqlx::query_scalar("select state from checkout_session where checkout_session_id = $1 for update")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(Json(mut session)) = row
+                && expire_if_due(&mut session, Utc::now())
+            {
+                save(&mut tx, &session).await?;
+                expired += 1;
+            }
+            tx.commit().await?;
         }
-        Ok(())
+        Ok(expired)
     }
 }
 
@@ -426,7 +339,7 @@ fn buyer_email(session: &Session) -> Option<&str> {
 
 /// Redemptions so far of the rules' limited promotions: (all buyers, this session's buyer). With `lock`, each
 /// limited promotion is locked until the transaction ends, so concurrent completes cannot both take the last use.
-async fn redemption_counts(
+pub(super) async fn redemption_counts(
     conn: &mut PgConnection,
     rules: &crate::pricing::Rules,
     session: &Session,
@@ -467,7 +380,7 @@ async fn redemption_counts(
 }
 
 /// Counts this session's promotions as redeemed (undone by [`release_redemptions`] if the payment fails).
-async fn reserve_redemptions(conn: &mut PgConnection, session: &Session) -> Result<(), sqlx::Error> {
+pub(super) async fn reserve_redemptions(conn: &mut PgConnection, session: &Session) -> Result<(), sqlx::Error> {
     for applied in &session.computed.applied_discounts {
         sqlx::query(
             "insert into promotion_redemption (promotion_id, checkout_session_id, buyer_email) values ($1, $2, $3)
@@ -482,7 +395,7 @@ async fn reserve_redemptions(conn: &mut PgConnection, session: &Session) -> Resu
     Ok(())
 }
 
-async fn release_redemptions(conn: &mut PgConnection, session_id: &str) -> Result<(), sqlx::Error> {
+pub(super) async fn release_redemptions(conn: &mut PgConnection, session_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("delete from promotion_redemption where checkout_session_id = $1")
         .bind(session_id)
         .execute(conn)
@@ -490,31 +403,11 @@ async fn release_redemptions(conn: &mut PgConnection, session_id: &str) -> Resul
     Ok(())
 }
 
-/// The charge a complete call makes: everything but the token comes from the session as phase 1 left it, so a
-/// resumed attempt rebuilds exactly the same request (same PSP idempotency key).
-fn charge_for(session: &Session, input: &CompleteInput) -> ChargeRequest {
-    let three_ds = match &input.authentication {
-        Some(AuthenticationOutcome::Authenticated(data)) => Some(data.clone()),
-        _ => None,
-    };
-    let amount = session.computed.total();
-    ChargeRequest {
-        idempotency_key: psp::idempotency_key(&session.id, &input.token, amount, three_ds.is_some()),
-        checkout_session_id: session.id.clone(),
-        order_reference: session.pending_order_id.clone().unwrap_or_default(),
-        agent_id: session.agent_id.clone(),
-        amount,
-        currency: session.currency.clone(),
-        token: input.token.clone(),
-        three_ds,
-    }
-}
-
-fn declined_message(content: &str) -> Message {
+pub(super) fn declined_message(content: &str) -> Message {
     Message::error("payment_declined", "$.payment_data", content, "recoverable")
 }
 
-fn item_ids(items: &[RequestedItem]) -> Vec<String> {
+pub(super) fn item_ids(items: &[RequestedItem]) -> Vec<String> {
     let mut ids: Vec<String> = items.iter().map(|i| i.item_id.clone()).collect();
     ids.sort();
     ids.dedup();
@@ -541,7 +434,7 @@ async fn load_catalog(
     Ok(catalog)
 }
 
-fn expire_if_due(session: &mut Session, now: DateTime<Utc>) -> bool {
+pub(super) fn expire_if_due(session: &mut Session, now: DateTime<Utc>) -> bool {
     let due =
         now >= session.expires_at && !session.status.is_terminal() && session.status != Status::CompleteInProgress;
     if due {
@@ -556,7 +449,12 @@ fn expire_if_due(session: &mut Session, now: DateTime<Utc>) -> bool {
     due
 }
 
-async fn load(conn: &mut PgConnection, agent_id: &str, id: &str, lock: bool) -> Result<Session, CheckoutError> {
+pub(super) async fn load(
+    conn: &mut PgConnection,
+    agent_id: &str,
+    id: &str,
+    lock: bool,
+) -> Result<Session, CheckoutError> {
     let sql = if lock {
         "select state from checkout_session where checkout_session_id = $1 and agent_id = $2 for update"
     } else {
@@ -570,7 +468,7 @@ async fn load(conn: &mut PgConnection, agent_id: &str, id: &str, lock: bool) -> 
     row.map(|Json(s)| s).ok_or(CheckoutError::NotFound)
 }
 
-async fn load_any(conn: &mut PgConnection, id: &str) -> Result<Session, CheckoutError> {
+pub(super) async fn load_any(conn: &mut PgConnection, id: &str) -> Result<Session, CheckoutError> {
     let row: Option<Json<Session>> =
         sqlx::query_scalar("select state from checkout_session where checkout_session_id = $1 for update")
             .bind(id)
@@ -599,7 +497,7 @@ async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
+pub(super) async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
     sqlx::query("update checkout_session set status = $2, state = $3, updated_at = $4 where checkout_session_id = $1")
         .bind(&s.id)
         .bind(s.status.as_str())
@@ -608,76 +506,4 @@ async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Creates the order and its `order_create` event, in the completing transaction.
-async fn insert_order(
-    conn: &mut PgConnection,
-    s: &Session,
-    order_id: &str,
-    charge_id: &str,
-) -> Result<(), sqlx::Error> {
-    let now = Utc::now();
-    let permalink_url = s.order.as_ref().map(|o| o.permalink_url.clone()).unwrap_or_default();
-    let order = Order {
-        id: order_id.to_owned(),
-        checkout_session_id: s.id.clone(),
-        agent_id: s.agent_id.clone(),
-        api_version: s.api_version.clone(),
-        permalink_url,
-        currency: s.currency.clone(),
-        charge_id: charge_id.to_owned(),
-        lines: s
-            .computed
-            .lines
-            .iter()
-            .map(|l| OrderLine {
-                id: l.id.clone(),
-                item_id: l.item_id.clone(),
-                title: l.name.clone(),
-                product_id: l.product_id.clone(),
-                unit_price: l.unit_amount,
-                ordered: l.quantity,
-                current: l.quantity,
-                fulfilled: 0,
-            })
-            .collect(),
-        fulfillments: Vec::new(),
-        adjustments: Vec::new(),
-        totals: s.computed.totals.clone(),
-        canceled: false,
-        created_at: now,
-        updated_at: now,
-    };
-    orders::insert(conn, &order).await?;
-    outbox::enqueue(conn, &order, "order_create").await?;
-    Ok(())
-}
-
-/// Marks every session whose time ran out as `expired`; returns how many.
-pub async fn sweep_expired(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "select checkout_session_id from checkout_session
-         where expires_at <= now() and status not in ('completed', 'canceled', 'expired', 'complete_in_progress')
-         limit 500",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut expired = 0;
-    for id in ids {
-        let mut tx = pool.begin().await?;
-        let row: Option<Json<Session>> =
-            sqlx::query_scalar("select state from checkout_session where checkout_session_id = $1 for update")
-                .bind(&id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(Json(mut session)) = row
-            && expire_if_due(&mut session, Utc::now())
-        {
-            save(&mut tx, &session).await?;
-            expired += 1;
-        }
-        tx.commit().await?;
-    }
-    Ok(expired)
 }

@@ -50,9 +50,13 @@ impl From<OrderError> for ApiError {
             OrderError::Invalid { param, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
             }
-            OrderError::Psp(e @ crate::psp::PspError::Refused(_)) => {
+            OrderError::NotCapturable(message) => {
+                ApiError::new(StatusCode::CONFLICT, "payment_not_capturable", message)
+            }
+            OrderError::Psp(e @ crate::psp::PspError::Rejected { .. }) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "psp_refused", e.to_string())
             }
+            OrderError::Psp(crate::psp::PspError::Storage(e)) => e.into(),
             OrderError::Psp(e) => {
                 tracing::warn!(error = %e, "payment provider unavailable for an order operation");
                 ApiError::unavailable("The payment provider is unavailable; retry later").with_retry_after(2)
@@ -69,8 +73,11 @@ async fn op_key(idem: &MaybeIdempotency) -> String {
     }
 }
 
+/// The ACP order, plus (merchant-only, never sent to agents) how it was paid.
 fn order_json(order: &orders::model::Order) -> Response {
-    Json(render_order(order)).into_response()
+    let mut body = render_order(order);
+    body["payment"] = json!(order.payment);
+    Json(body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -139,7 +146,7 @@ async fn ship(
             .line_items
             .map(|l| l.into_iter().map(|l| (l.id, l.quantity)).collect()),
     };
-    let order = ops::ship(&state.db, &id, input, &op_key(&idem).await).await?;
+    let order = ops::ship(&state.db, &state.checkout.psp, &id, input, &op_key(&idem).await).await?;
     Ok(order_json(&order))
 }
 

@@ -16,13 +16,13 @@ use super::{
 };
 use crate::{
     checkout::{
-        model::{MessageKind, Session, Status},
+        complete::CompleteCall,
+        model::{MessageKind, Session},
         service::CheckoutError,
     },
     error::ApiError,
-    idempotency::{RecoveryPoint, StoredResponse},
+    idempotency::StoredResponse,
     protocol::v2026_04_17::{self as wire, CompleteRequest, CreateRequest, UpdateRequest, WireError},
-    psp::PaymentProvider,
 };
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -76,14 +76,26 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::Invalid { code, param, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, code, message).with_param(param)
             }
-            CheckoutError::Psp(e @ crate::psp::PspError::Refused(_)) => {
-                tracing::error!(error = %e, "payment provider refused the operation");
+            CheckoutError::NotPayable(session) => not_payable(&session),
+            CheckoutError::InFlight { retry_after_secs } => idempotent::in_flight(retry_after_secs),
+            CheckoutError::PaymentPending => {
+                tracing::warn!("payment outcome unknown; the session stays held until it is settled");
+                ApiError::unavailable(
+                    "The payment provider's answer is not known yet; nothing was released. Retry the same request.",
+                )
+                .with_retry_after(2)
+            }
+            CheckoutError::PspNotReached(reason) => {
+                tracing::warn!(reason = %reason, "payment provider unreachable; nothing was charged");
+                ApiError::unavailable("The payment provider is unavailable; nothing was charged. Retry later.")
+                    .with_retry_after(2)
+            }
+            CheckoutError::PspRejected { code, .. } => {
+                tracing::error!(psp_error_code = %code, "payment provider refused our request; nothing was charged");
                 ApiError::internal()
             }
-            CheckoutError::Psp(e) => {
-                tracing::warn!(error = %e, "payment provider did not answer");
-                ApiError::unavailable("The payment provider is unavailable; retry later").with_retry_after(2)
-            }
+            CheckoutError::Idempotency(e) => e.into(),
+            CheckoutError::Order(e) => e.into(),
             CheckoutError::Db(e) => e.into(),
         }
     }
@@ -121,9 +133,8 @@ async fn create(
 }
 
 async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let session = state.checkout.get(&mut tx, &call.agent_id, &id).await?;
-    tx.commit().await?;
+    let mut conn = state.db.acquire().await?;
+    let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
     Ok(into_response(rendered(&state, StatusCode::OK, &session)))
 }
 
@@ -149,15 +160,18 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     // The body is optional ({intent_trace}); when present it must still be JSON.
     let _ = read_json(request, state.settings.max_body_bytes).await?;
+    state
+        .checkout
+        .retire_waiting_payment(&state.db, &call.agent_id, &id)
+        .await?;
     let mut tx = state.db.begin().await?;
     let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
     commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await
 }
 
-/// Complete, bracketed by recovery points: (1) validate, reserve stock, mark the session in progress and record
-/// "payment attempted" with the PSP key, in one transaction; (2) charge the PSP, outside any transaction;
-/// (3) record the outcome and the idempotent response in one transaction. A retry that finds (1) committed but
-/// not (3) resumes at (2) with the same PSP key, so the PSP answers with the charge it already made.
+/// Complete: the saga is [`crate::checkout::complete`]; this handler maps the request in and the answer out. The
+/// saga runs in a task of its own, tracked for shutdown: a client that disconnects (axum then drops this handler)
+/// does not cut a payment short between the PSP's answer and the order.
 async fn complete(
     State(state): State<AppState>,
     call: AcpCall,
@@ -166,57 +180,32 @@ async fn complete(
     AcpJson(body): AcpJson<CompleteRequest>,
 ) -> Result<Response, ApiError> {
     let input = body.into_input()?;
-    let resuming = match &idem.0 {
-        Some(i) => i.recovery_point().await == RecoveryPoint::PaymentAttempted,
-        None => false,
+    let complete_call = CompleteCall {
+        agent_id: call.agent_id,
+        session_id: id,
+        api_version: call.version.to_owned(),
+        input,
+        claim: idem.0,
     };
-    let mut tx = state.db.begin().await?;
-    let (session, charge) = if resuming {
-        state
-            .checkout
-            .resume_complete(&mut tx, &call.agent_id, &id, &input)
-            .await?
-    } else {
-        state
-            .checkout
-            .begin_complete(&mut tx, &call.agent_id, &id, &input)
-            .await?
-    };
-    if let (Some(charge), Some(i)) = (&charge, &idem.0) {
-        i.payment_attempted(&mut tx, &charge.idempotency_key).await?;
-    }
-    tx.commit().await?;
-    let Some(charge) = charge else {
-        return not_payable(&state, &idem, &session).await;
-    };
-    let started = std::time::Instant::now();
-    let outcome = state.checkout.psp.confirm(&charge).await;
-    tracing::info!(
-        checkout_session_id = %session.id,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        ok = outcome.is_ok(),
-        "psp charge answered"
-    );
-    let mut tx = state.db.begin().await?;
-    match state.checkout.finish_complete(&mut tx, &session.id, outcome).await {
-        Ok(session) => commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await,
+    let checkout = state.checkout.clone();
+    let pool = state.db.clone();
+    let saga = state
+        .tasks
+        .spawn(async move { checkout.complete(&pool, &complete_call).await });
+    match saga.await {
+        Ok(answer) => Ok(into_response(answer?)),
         Err(e) => {
-            // The session was put back to payable (stock returned); the error is a 5xx the key does not keep.
-            tx.commit().await?;
-            Err(e.into())
+            tracing::error!(error = %e, "the complete task failed");
+            Err(ApiError::internal())
         }
     }
 }
 
-/// Complete on a session that cannot be paid: a blocking message becomes the error; otherwise say what is
-/// missing. A declined 3-D Secure attempt, or a completed session found on resume, is a 200 session.
-async fn not_payable(state: &AppState, idem: &MaybeIdempotency, session: &Session) -> Result<Response, ApiError> {
-    if session.status != Status::NotReadyForPayment {
-        let tx = state.db.begin().await?;
-        return commit_with(tx, idem, rendered(state, StatusCode::OK, session)).await;
-    }
+/// Complete on a session that cannot be paid: the blocking message becomes the error; otherwise say what is
+/// missing.
+fn not_payable(session: &Session) -> ApiError {
     let blocking = session.computed.messages.iter().find(|m| m.kind == MessageKind::Error);
-    let error = match blocking {
+    match blocking {
         Some(m) => ApiError::new(
             StatusCode::BAD_REQUEST,
             m.code.clone().unwrap_or_else(|| "invalid".into()),
@@ -240,6 +229,5 @@ async fn not_payable(state: &AppState, idem: &MaybeIdempotency, session: &Sessio
             )
             .with_param(param)
         }
-    };
-    Err(error)
+    }
 }

@@ -2,12 +2,9 @@
 //!
 //! Order of checks: auth → API-Version → key presence and shape → body size → claim the key (replay, 409, 422)
 //! → handler. A handler that writes business rows finishes the claim inside its own transaction
-//! ([`Idempotency::finish`]); any other 2xx/4xx is stored here afterwards; a 5xx releases the key.
-
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+//! ([`ClaimHandle::finish`]); any other 2xx/4xx is stored here afterwards; a 5xx releases the key (or, once a
+//! payment was attempted, keeps it and ends its lease). The claim's lease is renewed by a heartbeat while the
+//! request runs.
 
 use axum::{
     body::{Body, to_bytes},
@@ -17,76 +14,46 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
 
 use super::{AppState, extract::AcpCall};
 use crate::{
     error::ApiError,
-    idempotency::{self, Begin, Claim, IdempotencyError, Policy, RecoveryPoint, Scope, StoredResponse},
+    idempotency::{self, Begin, Claim, ClaimHandle, IdempotencyError, Policy, RecoveryPoint, Scope, StoredResponse},
 };
 
 const MAX_KEY_CHARS: usize = 255;
-
-/// The claimed key of the current request, shared between this layer and the handler.
-#[derive(Clone)]
-pub struct Idempotency(Arc<Inner>);
-
-struct Inner {
-    claim: tokio::sync::Mutex<Claim>,
-    finished: AtomicBool,
-}
 
 impl From<IdempotencyError> for ApiError {
     fn from(e: IdempotencyError) -> Self {
         match e {
             // Another attempt owns the request now; this one must not commit, and its caller should retry.
-            IdempotencyError::LostLease => ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_flight",
-                "A request with this Idempotency-Key is currently being processed",
-            )
-            .with_retry_after(1),
+            IdempotencyError::LostLease => in_flight(1),
             IdempotencyError::Db(e) => e.into(),
         }
     }
 }
 
-impl Idempotency {
-    /// The client's key, for operations that derive ids from it.
-    pub async fn key(&self) -> String {
-        self.0.claim.lock().await.scope.key.clone()
-    }
-
-    pub async fn recovery_point(&self) -> RecoveryPoint {
-        self.0.claim.lock().await.recovery_point
-    }
-
-    /// Records that the PSP may be charged under `psp_key` (in the transaction that prepares the charge).
-    pub async fn payment_attempted(&self, conn: &mut PgConnection, psp_key: &str) -> Result<(), ApiError> {
-        self.0
-            .claim
-            .lock()
-            .await
-            .payment_attempted(conn, psp_key)
-            .await
-            .map_err(Into::into)
-    }
-
-    /// Stores `response` as the key's answer, in the business transaction.
-    pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), ApiError> {
-        self.0.claim.lock().await.finish(conn, response).await?;
-        self.0.finished.store(true, Ordering::SeqCst);
-        Ok(())
-    }
+/// 409 `idempotency_in_flight`: the same request (or its payment) is running right now. Never stored as the
+/// key's answer.
+pub fn in_flight(retry_after_secs: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_in_flight",
+        "A request with this Idempotency-Key is currently being processed",
+    )
+    .with_retry_after(retry_after_secs)
+    .transient()
 }
 
 /// Handlers take `MaybeIdempotency`: present on every POST that carried a key.
-pub struct MaybeIdempotency(pub Option<Idempotency>);
+pub struct MaybeIdempotency(pub Option<ClaimHandle>);
 
 impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotency {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<Idempotency>().cloned()))
+        Ok(Self(parts.extensions.get::<ClaimHandle>().cloned()))
     }
 }
 
@@ -94,7 +61,7 @@ impl MaybeIdempotency {
     /// Finishes the claim (if any) with `response` inside `conn`'s transaction.
     pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), ApiError> {
         match &self.0 {
-            Some(i) => i.finish(conn, response).await,
+            Some(i) => i.finish(conn, response).await.map_err(Into::into),
             None => Ok(()),
         }
     }
@@ -102,11 +69,7 @@ impl MaybeIdempotency {
 
 /// A JSON response as it is both sent and stored.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> StoredResponse {
-    StoredResponse {
-        status: status.as_u16(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: serde_json::to_vec(body).unwrap_or_default(),
-    }
+    StoredResponse::json(status.as_u16(), body)
 }
 
 pub fn into_response(stored: StoredResponse) -> Response {
@@ -219,7 +182,8 @@ async fn claim_and_run(
         lease: state.settings.idempotency_lease,
         retention: state.settings.idempotency_retention,
     };
-    let begun = idempotency::begin(&state.db, &scope, &idempotency::fingerprint(&bytes), policy)
+    let version = parts.extensions.get::<AcpCall>().map(|c| c.version);
+    let begun = idempotency::begin(&state.db, &scope, &idempotency::fingerprint(&bytes), policy, version)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     let claim = match begun {
@@ -231,15 +195,7 @@ async fn claim_and_run(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
-        Begin::InFlight { retry_after_secs } => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_flight",
-                "A request with this Idempotency-Key is currently being processed",
-            )
-            .with_retry_after(retry_after_secs)
-            .into_response());
-        }
+        Begin::InFlight { retry_after_secs } => return Err(in_flight(retry_after_secs).into_response()),
         Begin::Conflict => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -249,23 +205,53 @@ async fn claim_and_run(
             .into_response());
         }
     };
-    let guard = Idempotency(Arc::new(Inner {
-        claim: tokio::sync::Mutex::new(claim),
-        finished: AtomicBool::new(false),
-    }));
+    let heartbeat = keep_alive(state, &claim);
+    let guard = ClaimHandle::new(claim);
     parts.extensions.insert(guard.clone());
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    drop(heartbeat);
     Ok(settle(state, &guard, response).await)
 }
 
-/// After the handler: keep what it stored, store a 2xx/4xx it did not, release the key after a 5xx.
-async fn settle(state: &AppState, guard: &Idempotency, response: Response) -> Response {
-    if guard.0.finished.load(Ordering::SeqCst) {
+/// Renews the claim's lease while the request runs; stops when the returned guard drops (the request finished,
+/// or the client went away and the request future was dropped: the lease then ends within one lease).
+fn keep_alive(state: &AppState, claim: &Claim) -> tokio_util::sync::DropGuard {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let claim = claim.clone();
+    let pool = state.db.clone();
+    let (lease, every) = (state.settings.idempotency_lease, state.settings.idempotency_heartbeat);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            match claim.renew(&pool, lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "could not renew an idempotency lease"),
+            }
+        }
+    });
+    stop.drop_guard()
+}
+
+/// After the handler: keep what it stored; store a 2xx/4xx it did not; after a 5xx or a transient 409, forget
+/// the key (nothing happened) or, once a payment was attempted, keep it and end its lease so a retry resumes.
+async fn settle(state: &AppState, guard: &ClaimHandle, response: Response) -> Response {
+    if guard.is_finished() {
         return response;
     }
-    let claim = guard.0.claim.lock().await;
-    if response.status().is_server_error() {
-        if let Err(e) = claim.release(&state.db).await {
+    let claim = guard.claim().await;
+    let transient = response.extensions().get::<crate::error::Transient>().is_some();
+    if response.status().is_server_error() || transient {
+        let kept = if claim.recovery_point == RecoveryPoint::PaymentAttempted {
+            claim.yield_lease(&state.db).await
+        } else {
+            claim.release(&state.db).await
+        };
+        if let Err(e) = kept {
             tracing::warn!(error = %e, "could not release an idempotency key after a 5xx; it frees at lease end");
         }
         return response;

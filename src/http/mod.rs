@@ -7,6 +7,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotent;
 pub mod request_id;
+pub mod stripe_webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +19,7 @@ use axum::{
 };
 use serde::Deserialize;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     checkout::service::Checkout, config::Settings, error::ApiError, protocol::WireContext, psp::simulator::Simulator,
@@ -35,6 +36,8 @@ pub struct AppState {
     pub wire: Arc<WireContext>,
     /// The payment simulator, when it is the configured PSP (for its admin release switch).
     pub simulator: Option<Simulator>,
+    /// Work that must finish even if its client goes away (complete sagas); shutdown waits for it.
+    pub tasks: TaskTracker,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/2026-04-17.json", get(openapi_2026_04_17))
         .merge(checkout::router(&state))
         .merge(admin::router())
-        .merge(admin_orders::router(&state));
+        .merge(admin_orders::router(&state))
+        .merge(stripe_webhooks::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

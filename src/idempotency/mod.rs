@@ -4,16 +4,27 @@
 //!   sessions gives independent results.
 //! - Fingerprint: SHA-256 of the body's RFC 8785 canonical form (key order irrelevant, `1.0` = `1`, `null` ≠
 //!   absent, arrays order-sensitive, unknown fields included). An empty body fingerprints as `{}`.
-//! - A request first claims its record (`in_flight`, with a lease) by inserting it: the primary key decides
-//!   between concurrent requests and processes. The record becomes `finished`, with the response, in the same
-//!   transaction as the business write ([`Claim::finish`]), so a crash leaves both or neither. 5xx responses are
-//!   never stored: the record is deleted and a retry runs fresh.
-//! - A record whose holder died stays `in_flight` until its lease ends; then a retry takes it over and, for
-//!   complete, resumes from its recovery point instead of charging again.
-//! - Records live `retention` (≥ 24 h in production); a sweeper deletes older ones and a reused expired key is a
-//!   new request.
+//! - A request first claims its record (`in_flight`, with a short lease renewed by a heartbeat while it runs) by
+//!   inserting it: the primary key decides between concurrent requests and processes. The record becomes
+//!   `finished`, with the response, in the same transaction as the business write ([`Claim::finish`]), so a crash
+//!   leaves both or neither.
+//! - 5xx responses are never stored. Before a payment was attempted the record is deleted and a retry runs fresh.
+//!   Once a complete call has started a payment attempt, the record is linked to it (`payment_attempt_id`,
+//!   recovery point `payment_attempted`) and is never deleted while the attempt is open: a 5xx ends its lease at
+//!   once ([`ClaimHandle::yield_lease`]) so the next retry resumes the attempt, and whoever settles the attempt
+//!   (that retry, another request, the reconciler, a Stripe event) stores the answer of every record linked to it
+//!   ([`finish_for_attempt`]), so the agent's key then replays the outcome.
+//! - A record whose holder died stays `in_flight` until its lease ends (seconds); then a retry takes it over.
+//! - Records live `retention` (≥ 24 h in production); a sweeper deletes older ones (never one linked to an open
+//!   attempt) and a reused expired key is a new request.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
@@ -59,7 +70,7 @@ pub struct Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryPoint {
     Started,
-    /// The PSP may have been charged under `psp_idempotency_key`.
+    /// A payment attempt exists for this request: the PSP may have been charged.
     PaymentAttempted,
 }
 
@@ -69,7 +80,7 @@ pub struct Claim {
     pub scope: Scope,
     holder: Uuid,
     pub recovery_point: RecoveryPoint,
-    pub psp_idempotency_key: Option<String>,
+    pub payment_attempt_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +88,17 @@ pub struct StoredResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl StoredResponse {
+    /// A JSON answer as it is both sent and stored.
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
 }
 
 pub enum Begin {
@@ -121,35 +143,58 @@ where
         .bind(&scope.key)
 }
 
-type Row = (
-    Vec<u8>,
-    String,
-    bool,
-    bool,
-    Option<i16>,
-    Option<serde_json::Value>,
-    Option<Vec<u8>>,
-    f64,
-);
+#[derive(sqlx::FromRow)]
+struct Existing {
+    fingerprint: Vec<u8>,
+    state: String,
+    lease_over: bool,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
+    lease_left: f64,
+}
+
+/// A stored answer's columns: status, headers, body.
+type AnswerRow = (Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>);
+
+fn millis(d: Duration) -> f64 {
+    d.as_millis() as f64
+}
+
+/// A record past its retention is gone as far as ACP is concerned, unless it is linked to an attempt that is
+/// still open (its answer is not known yet, and the agent's retry must find the attempt).
+const EXPIRED: &str = "expires_at <= now()
+    and not (state = 'in_flight' and payment_attempt_id is not null and exists (
+        select 1 from payment_attempt a where a.payment_attempt_id = idempotency_record.payment_attempt_id
+          and a.state in ('started', 'indeterminate')))";
 
 /// Claims the record for `scope`, or says why the request must not run now.
-pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Policy) -> Result<Begin, sqlx::Error> {
+pub async fn begin(
+    pool: &PgPool,
+    scope: &Scope,
+    fingerprint: &[u8],
+    policy: Policy,
+    api_version: Option<&str>,
+) -> Result<Begin, sqlx::Error> {
     let holder = Uuid::new_v4();
-    let lease_ms = policy.lease.as_millis() as f64;
-    let retention_ms = policy.retention.as_millis() as f64;
-    // Expired records are gone as far as ACP is concerned: clear this one (if it is) before claiming.
-    scoped(
+    let lease_ms = millis(policy.lease);
+    let retention_ms = millis(policy.retention);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "delete from idempotency_record
-         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and expires_at <= now()",
-        scope,
-    )
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and {EXPIRED}"
+    )))
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
     .execute(pool)
     .await?;
     let inserted = scoped(
         "insert into idempotency_record
-             (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at)
+             (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at,
+              api_version)
          values ($1, $2, $3, $4, $5, 'in_flight', $6,
-                 now() + $7 * interval '1 millisecond', now() + $8 * interval '1 millisecond')
+                 now() + $7 * interval '1 millisecond', now() + $8 * interval '1 millisecond', $9)
          on conflict do nothing",
         scope,
     )
@@ -157,6 +202,7 @@ pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Pol
     .bind(holder)
     .bind(lease_ms)
     .bind(retention_ms)
+    .bind(api_version)
     .execute(pool)
     .await?;
     if inserted.rows_affected() == 1 {
@@ -164,52 +210,61 @@ pub async fn begin(pool: &PgPool, scope: &Scope, fingerprint: &[u8], policy: Pol
             scope: scope.clone(),
             holder,
             recovery_point: RecoveryPoint::Started,
-            psp_idempotency_key: None,
+            payment_attempt_id: None,
         }));
     }
-    let row: Option<Row> = scoped_as(
-        "select fingerprint, state, lease_until <= now(), recovery_point = 'payment_attempted',
+    let row: Option<Existing> = scoped_as(
+        "select fingerprint, state, lease_until <= now() as lease_over,
                 response_status, response_headers, response_body,
-                greatest(extract(epoch from lease_until - now()), 0)::float8
+                greatest(extract(epoch from lease_until - now()), 0)::float8 as lease_left
          from idempotency_record
          where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4",
         scope,
     )
     .fetch_optional(pool)
     .await?;
-    let Some((stored_fingerprint, state, lease_over, _, status, headers, body, lease_left)) = row else {
+    let Some(existing) = row else {
         // Deleted between our insert and select (a 5xx released it): claim again.
-        return Box::pin(begin(pool, scope, fingerprint, policy)).await;
+        return Box::pin(begin(pool, scope, fingerprint, policy, api_version)).await;
     };
     // A different body is a conflict whatever the record's state (DIGEST §2.5 gap (b)).
-    if stored_fingerprint != fingerprint {
+    if existing.fingerprint != fingerprint {
         return Ok(Begin::Conflict);
     }
-    if state == "finished" {
-        return Ok(Begin::Replay(StoredResponse {
-            status: status.unwrap_or(200) as u16,
-            headers: headers
-                .and_then(|h| serde_json::from_value::<Vec<(String, String)>>(h).ok())
-                .unwrap_or_default(),
-            body: body.unwrap_or_default(),
-        }));
+    if existing.state == "finished" {
+        return Ok(Begin::Replay(stored(
+            existing.response_status,
+            existing.response_headers,
+            existing.response_body,
+        )));
     }
-    if !lease_over {
+    if !existing.lease_over {
         return Ok(Begin::InFlight {
-            retry_after_secs: (lease_left.ceil() as u64).clamp(1, 60),
+            retry_after_secs: (existing.lease_left.ceil() as u64).clamp(1, 60),
         });
     }
     take_over(pool, scope, holder, lease_ms).await
 }
 
-/// Takes over a record whose holder's lease ended (its process died or hung): exactly one retry wins.
+fn stored(status: Option<i16>, headers: Option<serde_json::Value>, body: Option<Vec<u8>>) -> StoredResponse {
+    StoredResponse {
+        status: status.unwrap_or(200) as u16,
+        headers: headers
+            .and_then(|h| serde_json::from_value::<Vec<(String, String)>>(h).ok())
+            .unwrap_or_default(),
+        body: body.unwrap_or_default(),
+    }
+}
+
+/// Takes over a record whose holder's lease ended (its process died or hung, or it gave the lease up after a
+/// 5xx): exactly one retry wins.
 async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) -> Result<Begin, sqlx::Error> {
     let taken: Option<(String, Option<String>)> = scoped_as(
         "update idempotency_record
          set holder = $5, lease_until = now() + $6 * interval '1 millisecond'
          where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4
            and state = 'in_flight' and lease_until <= now()
-         returning recovery_point, psp_idempotency_key",
+         returning recovery_point, payment_attempt_id",
         scope,
     )
     .bind(holder)
@@ -217,7 +272,7 @@ async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) ->
     .fetch_optional(pool)
     .await?;
     Ok(match taken {
-        Some((point, psp_idempotency_key)) => {
+        Some((point, payment_attempt_id)) => {
             tracing::warn!(path = %scope.path, "resuming a request whose previous attempt did not finish");
             Begin::Proceed(Claim {
                 scope: scope.clone(),
@@ -227,7 +282,7 @@ async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) ->
                 } else {
                     RecoveryPoint::Started
                 },
-                psp_idempotency_key,
+                payment_attempt_id,
             })
         }
         None => Begin::InFlight { retry_after_secs: 1 },
@@ -235,24 +290,24 @@ async fn take_over(pool: &PgPool, scope: &Scope, holder: Uuid, lease_ms: f64) ->
 }
 
 impl Claim {
-    /// Recovery point: from here on the PSP may hold a charge under `psp_key`. Written in the transaction that
-    /// reserves stock and marks the session, so a retry knows to resume rather than start over.
-    pub async fn payment_attempted(&mut self, conn: &mut PgConnection, psp_key: &str) -> Result<(), IdempotencyError> {
+    /// Links the record to a payment attempt (recovery point `payment_attempted`), in the transaction that
+    /// creates or takes over the attempt.
+    pub async fn link_attempt(&mut self, conn: &mut PgConnection, attempt_id: &str) -> Result<(), IdempotencyError> {
         let updated = scoped(
-            "update idempotency_record set recovery_point = 'payment_attempted', psp_idempotency_key = $6
+            "update idempotency_record set recovery_point = 'payment_attempted', payment_attempt_id = $6
              where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
                and state = 'in_flight'",
             &self.scope,
         )
         .bind(self.holder)
-        .bind(psp_key)
+        .bind(attempt_id)
         .execute(conn)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(IdempotencyError::LostLease);
         }
         self.recovery_point = RecoveryPoint::PaymentAttempted;
-        self.psp_idempotency_key = Some(psp_key.to_owned());
+        self.payment_attempt_id = Some(attempt_id.to_owned());
         Ok(())
     }
 
@@ -278,10 +333,24 @@ impl Claim {
         Ok(())
     }
 
-    /// Forgets the record (after a 5xx), so a retry runs fresh.
+    /// Forgets the record (after a 5xx before any payment attempt), so a retry runs fresh.
     pub async fn release(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         scoped(
             "delete from idempotency_record
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
+               and state = 'in_flight' and recovery_point = 'started'",
+            &self.scope,
+        )
+        .bind(self.holder)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the lease now but keeps the record and its recovery point: the next retry takes over at once.
+    pub async fn yield_lease(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        scoped(
+            "update idempotency_record set lease_until = now()
              where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
                and state = 'in_flight'",
             &self.scope,
@@ -291,13 +360,155 @@ impl Claim {
         .await?;
         Ok(())
     }
+
+    /// Extends the lease (heartbeat); false when the record is no longer ours or no longer in flight.
+    pub async fn renew(&self, pool: &PgPool, lease: Duration) -> Result<bool, sqlx::Error> {
+        let renewed = scoped(
+            "update idempotency_record set lease_until = now() + $6 * interval '1 millisecond'
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and holder = $5
+               and state = 'in_flight'",
+            &self.scope,
+        )
+        .bind(self.holder)
+        .bind(millis(lease))
+        .execute(pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// The stored answer, when somebody else finished the record (a resolver of its payment attempt).
+    pub async fn stored_answer(&self, pool: &PgPool) -> Result<Option<StoredResponse>, sqlx::Error> {
+        let row: Option<AnswerRow> = scoped_as(
+            "select response_status, response_headers, response_body from idempotency_record
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and state = 'finished'",
+            &self.scope,
+        )
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(status, headers, body)| stored(status, headers, body)))
+    }
+}
+
+/// A claim shared by the HTTP layer (heartbeat, settle) and the use case that finishes it in its transaction.
+#[derive(Clone)]
+pub struct ClaimHandle(Arc<HandleInner>);
+
+struct HandleInner {
+    claim: tokio::sync::Mutex<Claim>,
+    finished: AtomicBool,
+}
+
+impl ClaimHandle {
+    pub fn new(claim: Claim) -> Self {
+        Self(Arc::new(HandleInner {
+            claim: tokio::sync::Mutex::new(claim),
+            finished: AtomicBool::new(false),
+        }))
+    }
+
+    pub async fn claim(&self) -> tokio::sync::MutexGuard<'_, Claim> {
+        self.0.claim.lock().await
+    }
+
+    /// The client's key, for operations that derive ids from it.
+    pub async fn key(&self) -> String {
+        self.claim().await.scope.key.clone()
+    }
+
+    pub async fn payment_attempt_id(&self) -> Option<String> {
+        self.claim().await.payment_attempt_id.clone()
+    }
+
+    pub async fn link_attempt(&self, conn: &mut PgConnection, attempt_id: &str) -> Result<(), IdempotencyError> {
+        self.claim().await.link_attempt(conn, attempt_id).await
+    }
+
+    /// Stores `response` as the key's answer, in the business transaction.
+    pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), IdempotencyError> {
+        self.claim().await.finish(conn, response).await?;
+        self.mark_finished();
+        Ok(())
+    }
+
+    /// Records that the answer was stored by someone else (or in a transaction that finished every record linked
+    /// to the payment attempt).
+    pub fn mark_finished(&self) {
+        self.0.finished.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.0.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// Stores the answer of every in-flight record linked to `attempt_id`, each rendered for its own ACP version,
+/// in the caller's transaction (the one that settles the attempt). Returns how many.
+pub async fn finish_for_attempt(
+    conn: &mut PgConnection,
+    attempt_id: &str,
+    render: impl Fn(Option<&str>) -> StoredResponse,
+) -> Result<u64, sqlx::Error> {
+    let records: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "select agent_id, method, path, idempotency_key, api_version from idempotency_record
+         where payment_attempt_id = $1 and state = 'in_flight' for update",
+    )
+    .bind(attempt_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (agent_id, method, path, key, version) in &records {
+        let response = render(version.as_deref());
+        sqlx::query(
+            "update idempotency_record
+             set state = 'finished', response_status = $5, response_headers = $6, response_body = $7
+             where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4",
+        )
+        .bind(agent_id)
+        .bind(method)
+        .bind(path)
+        .bind(key)
+        .bind(response.status as i16)
+        .bind(serde_json::to_value(&response.headers).unwrap_or_default())
+        .bind(&response.body)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(records.len() as u64)
+}
+
+/// Unlinks every in-flight record from `attempt_id` (it ended without a charge and without an answer worth
+/// storing): their next retry runs fresh, now.
+pub async fn reset_for_attempt(conn: &mut PgConnection, attempt_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update idempotency_record
+         set recovery_point = 'started', payment_attempt_id = null, lease_until = least(lease_until, now())
+         where payment_attempt_id = $1 and state = 'in_flight'",
+    )
+    .bind(attempt_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends the lease of every in-flight record linked to `attempt_id` (its outcome is unknown for now): the agent's
+/// next retry takes over at once and resumes the attempt.
+pub async fn yield_for_attempt(conn: &mut PgConnection, attempt_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update idempotency_record set lease_until = least(lease_until, now())
+         where payment_attempt_id = $1 and state = 'in_flight'",
+    )
+    .bind(attempt_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Deletes records past their retention; returns how many.
 pub async fn sweep_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("delete from idempotency_record where expires_at <= now()")
-        .execute(pool)
-        .await?;
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from idempotency_record where {EXPIRED}"
+    )))
+    .execute(pool)
+    .await?;
     Ok(deleted.rows_affected())
 }
 

@@ -66,6 +66,64 @@ pub struct Adjustment {
     pub psp_refund_id: Option<String>,
 }
 
+/// How the order was paid, for the merchant (never part of the ACP order object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPayment {
+    /// `captured` (money taken), `authorized` (manual capture, not yet captured), `voided` (authorization
+    /// canceled), `authorization_expired` (the PSP canceled an authorization nobody captured in time).
+    pub status: String,
+    pub amount_captured: i64,
+    pub authorized_at: Option<DateTime<Utc>>,
+    /// When an uncaptured authorization lapses (card authorizations last 7 days at Stripe).
+    pub authorization_expires_at: Option<DateTime<Utc>>,
+    pub captured_at: Option<DateTime<Utc>>,
+    /// The capture's id, derived from the shipment that triggered it (so a retried ship captures once).
+    pub capture_key: Option<String>,
+}
+
+impl OrderPayment {
+    /// How long a card authorization can wait for its capture.
+    pub const AUTHORIZATION_LIFETIME_DAYS: i64 = 7;
+
+    pub fn captured(amount: i64, at: DateTime<Utc>) -> Self {
+        Self {
+            status: "captured".into(),
+            amount_captured: amount,
+            authorized_at: Some(at),
+            authorization_expires_at: None,
+            captured_at: Some(at),
+            capture_key: None,
+        }
+    }
+
+    pub fn authorized(at: DateTime<Utc>) -> Self {
+        Self {
+            status: "authorized".into(),
+            amount_captured: 0,
+            authorized_at: Some(at),
+            authorization_expires_at: Some(at + chrono::Duration::days(Self::AUTHORIZATION_LIFETIME_DAYS)),
+            captured_at: None,
+            capture_key: None,
+        }
+    }
+
+    pub fn is_authorized_only(&self) -> bool {
+        self.status == "authorized"
+    }
+}
+
+/// Orders written before payments were tracked were captured at once.
+fn captured_before_tracking() -> OrderPayment {
+    OrderPayment {
+        status: "captured".into(),
+        amount_captured: 0,
+        authorized_at: None,
+        authorization_expires_at: None,
+        captured_at: None,
+        capture_key: None,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub id: String,
@@ -82,6 +140,8 @@ pub struct Order {
     /// The session's totals at purchase: `total` stays the amount originally charged.
     pub totals: Vec<Total>,
     pub canceled: bool,
+    #[serde(default = "captured_before_tracking")]
+    pub payment: OrderPayment,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -164,6 +224,7 @@ mod tests {
             adjustments: vec![],
             totals: vec![],
             canceled,
+            payment: OrderPayment::captured(0, now),
             created_at: now,
             updated_at: now,
         }

@@ -32,3 +32,9 @@ where
 pub fn webhook_body(event_type: &str, order: &crate::orders::model::Order) -> Value {
     v2026_04_17::webhook_body(event_type, order)
 }
+
+/// The session as an agent of `version` sees it (every version renders from the one canonical session).
+pub fn render_session(_version: &str, session: &crate::checkout::model::Session, ctx: &WireContext) -> Value {
+    // Only 2026-04-17 is served today; older versions get their adapters with the all-versions work.
+    v2026_04_17::render(session, ctx)
+}

@@ -354,7 +354,13 @@ async fn two_processes_on_one_database_charge_once() {
 async fn a_crash_after_the_charge_resumes_without_charging_again() {
     let db = TestDb::migrated().await;
     // A short lease so the restarted server may take the crashed request over quickly.
-    let env = child_env(&db, &[("ACP_IDEMPOTENCY_LEASE_MS", "300")]);
+    let env = child_env(
+        &db,
+        &[
+            ("ACP_IDEMPOTENCY_LEASE_MS", "300"),
+            ("ACP_IDEMPOTENCY_HEARTBEAT_MS", "100"),
+        ],
+    );
     let mut server = start_child(&env).await;
     let created = child_post(&server, "/checkout_sessions", "k-c", &create_body(json!([{"id": TEE}])))
         .send()
