@@ -18,7 +18,7 @@ use crate::{
     catalog::VariantRow,
     pricing::{
         self, Rules,
-        engine::{CartLine, Destination, PriceRequest, Priced, ShippingQuote},
+        engine::{self, CartLine, Destination, PriceRequest, Priced, ShippingQuote, Withheld},
         rules::{PromotionKind, RateBand, ShippingMethod},
     },
 };
@@ -102,6 +102,9 @@ pub fn recompute(
         .collect();
     let options = fulfillment_options(session, &lines, rules, priced.as_ref(), now, &mut messages);
     let selected = apply_selection(session, &lines, &options, &mut messages);
+    if let Some(withheld) = priced.as_ref().and_then(|p| p.withheld.as_ref()) {
+        messages.push(currency_message(&session.currency, withheld, &lines, &selected));
+    }
     let totals = order_totals(priced.as_ref(), &selected);
     let (applied_discounts, rejected_discounts) = discounts(session, rules, priced.as_ref(), &mut messages);
     let ready =
@@ -332,7 +335,9 @@ fn fulfillment_options(
         quotes.iter().map(|q| shipping_option(q, &shipped, now)).collect()
     };
     let address = session.fulfillment_details.as_ref().and_then(|d| d.address.as_ref());
-    if let (false, true, Some(address)) = (shipped.is_empty(), options.is_empty(), address) {
+    // Methods that serve the address but are priced in another currency: the currency message says so instead.
+    let withheld = priced.is_some_and(|p| p.withheld.as_ref().is_some_and(|w| w.shipping_unavailable));
+    if let (false, true, false, Some(address)) = (shipped.is_empty(), options.is_empty(), withheld, address) {
         messages.push(Message::error(
             "region_restricted",
             "$.fulfillment_details.address.country",
@@ -341,7 +346,11 @@ fn fulfillment_options(
         ));
     }
     if !shipped.is_empty() {
-        options.extend(rules.pickup.iter().map(|p| FulfillmentOption {
+        let offered = rules
+            .pickup
+            .iter()
+            .filter(|p| engine::pickup_offered(rules, &session.currency, p));
+        options.extend(offered.map(|p| FulfillmentOption {
             kind: FulfillmentKind::Pickup,
             id: p.id.clone(),
             title: p.name.clone(),
@@ -485,6 +494,34 @@ fn fulfillment_complete(session: &Session, lines: &[Line], selected: &[SelectedO
     lines
         .iter()
         .all(|l| selected.iter().any(|s| s.item_ids.contains(&l.item_id)))
+}
+
+/// Why a cart in another currency than the pricing rules' misses shipping or discounts. An error (the session
+/// cannot be paid) when its physical items can no longer be shipped and are not all collected at a pickup
+/// location; information otherwise.
+fn currency_message(currency: &str, withheld: &Withheld, lines: &[Line], selected: &[SelectedOption]) -> Message {
+    let shipping = !withheld.shipping_methods.is_empty() || !withheld.pickup_locations.is_empty();
+    let discounts = !withheld.promotions.is_empty();
+    let rules = withheld.rules_currency.to_uppercase();
+    let cart = currency.to_uppercase();
+    let content = match (shipping, discounts) {
+        (true, true) => format!(
+            "Shipping and fixed discounts are set up in {rules}; this cart is in {cart}, so they cannot be offered."
+        ),
+        (true, false) => format!("Shipping is set up in {rules}; this cart is in {cart}, so it cannot be offered."),
+        _ => format!("Fixed discounts are set up in {rules}; this cart is in {cart}, so they cannot be applied."),
+    };
+    let collected = |item: &String| {
+        selected
+            .iter()
+            .any(|s| s.kind == FulfillmentKind::Pickup && s.item_ids.contains(item))
+    };
+    let stranded = withheld.shipping_unavailable && lines.iter().any(|l| l.requires_shipping && !collected(&l.item_id));
+    if stranded {
+        Message::error("invalid", "$.currency", content, "requires_buyer_input")
+    } else {
+        Message::info(content)
+    }
 }
 
 /// The discount extension's view of the promotions: applied ones with their line allocations, rejected codes

@@ -4,6 +4,26 @@
 //! earlier ones left, allocated over eligible lines by largest remainder) → shipping quotes for the destination →
 //! taxes (every matching jurisdiction rule adds up, e.g. state + local; exclusive or inclusive; rounded per line
 //! or per order) → totals.
+//!
+//! ## Rules in another currency
+//!
+//! A bundle may name the currency its amounts are written in (`Rules.currency`). A cart in another currency
+//! (compared case-insensitively) is never priced with those amounts: a rule that holds an amount of money is left
+//! out, and [`Priced::withheld`] says what was left out so the checkout can tell the buyer why. Rates and
+//! fractions mean the same in every currency and still apply. A rule whose amounts are all zero names no money
+//! (zero is zero in every currency) and still applies too.
+//!
+//! | rule | cart in the rules' currency (or rules without one) | cart in another currency |
+//! |---|---|---|
+//! | tax rule (`rate`), `tax_inclusive`, rounding | applies | applies |
+//! | percent promotion | applies | applies, unless it has a `min_subtotal` |
+//! | free-shipping promotion | applies | applies (it waives what is left, i.e. nothing priced), unless it has a `min_subtotal` |
+//! | fixed-amount promotion | applies | left out: an automatic one is skipped, a code is rejected `discount_code_invalid` |
+//! | any promotion with `min_subtotal` > 0 | applies when the minimum is met | left out as above (the minimum cannot be compared) |
+//! | shipping method with a non-zero band amount or `per_kg` | offered | not offered (bands, `per_kg`, `free_over` are amounts) |
+//! | shipping method whose bands and `per_kg` are all zero | offered, free | offered, free |
+//! | pickup location with an `amount` > 0 | offered | not offered |
+//! | pickup location with `amount` 0 | offered | offered |
 
 use std::collections::HashMap;
 
@@ -13,7 +33,7 @@ use rust_decimal::{Decimal, RoundingStrategy, prelude::ToPrimitive};
 use super::{
     allocate::largest_remainder,
     currency,
-    rules::{Promotion, PromotionKind, Rounding, RoundingLevel, Rules, ShippingMethod, Target},
+    rules::{PickupLocation, Promotion, PromotionKind, Rounding, RoundingLevel, Rules, ShippingMethod, Target},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +141,22 @@ pub struct Totals {
     pub total: i64,
 }
 
+/// What a cart in another currency than the rules' was priced without (see the module docs). Ids in rule order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// The currency the rules are written in, as the rules name it.
+    pub rules_currency: String,
+    /// Shipping methods with amounts that would otherwise be considered for this cart (it has physical items; they
+    /// serve its destination, or any destination while it has none).
+    pub shipping_methods: Vec<String>,
+    /// Every shipping method that could serve the cart was left out: it cannot be shipped (only collected).
+    pub shipping_unavailable: bool,
+    /// Pickup locations with a fee (for a cart with physical items).
+    pub pickup_locations: Vec<String>,
+    /// Promotions with amounts: automatic ones skipped, entered codes rejected.
+    pub promotions: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Priced {
     pub lines: Vec<PricedLine>,
@@ -132,6 +168,8 @@ pub struct Priced {
     pub rejected: Vec<RejectedCode>,
     pub totals: Totals,
     pub tax_inclusive: bool,
+    /// Rules left out because they are written in another currency (`None`: nothing was).
+    pub withheld: Option<Withheld>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,12 +205,13 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
         .try_fold(0i64, |acc, b| acc.checked_add(*b))
         .ok_or(PricingError::Overflow)?;
 
+    let foreign = !in_rules_currency(rules, request.currency);
     let mut remaining = bases.clone();
-    let (applied, rejected) = apply_promotions(request, rules, &bases, &mut remaining);
+    let (applied, rejected, withheld_promotions) = apply_promotions(request, rules, foreign, &bases, &mut remaining);
     let free_shipping = applied.iter().any(|a| a.free_shipping);
 
     let subtotal: i64 = remaining.iter().sum();
-    let shipping_options = quotes(request, rules, subtotal, free_shipping);
+    let shipping_options = quotes(request, rules, foreign, subtotal, free_shipping);
     let selected = request
         .shipping_method
         .and_then(|id| shipping_options.iter().find(|q| q.id == id))
@@ -225,6 +264,76 @@ pub fn price(request: &PriceRequest<'_>, rules: &Rules) -> Result<Priced, Pricin
         rejected,
         totals,
         tax_inclusive: rules.tax_inclusive,
+        withheld: if foreign {
+            withheld(request, rules, withheld_promotions)
+        } else {
+            None
+        },
+    })
+}
+
+/// Whether a cart in `currency` is priced with every rule of `rules`: the rules name no currency, or this one
+/// (case-insensitively). Otherwise the rules holding amounts are left out (see the module docs).
+pub fn in_rules_currency(rules: &Rules, currency: &str) -> bool {
+    rules
+        .currency
+        .as_deref()
+        .is_none_or(|c| c.trim().eq_ignore_ascii_case(currency.trim()))
+}
+
+/// A promotion holds an amount of money: a fixed discount, or a minimum subtotal.
+fn promotion_has_amounts(p: &Promotion) -> bool {
+    matches!(p.kind, PromotionKind::Fixed { .. }) || p.min_subtotal != 0
+}
+
+/// A shipping method holds an amount of money: it can cost something. (Band thresholds and `free_over` only
+/// matter when it can.)
+fn method_has_amounts(m: &ShippingMethod) -> bool {
+    m.per_kg != 0 || m.bands.iter().any(|b| b.amount != 0)
+}
+
+/// Whether a pickup location is offered for a cart in `currency` under `rules`: it is free, or the cart is in the
+/// rules' currency.
+pub fn pickup_offered(rules: &Rules, currency: &str, location: &PickupLocation) -> bool {
+    location.amount <= 0 || in_rules_currency(rules, currency)
+}
+
+/// What a cart in a foreign currency is priced without; `None` when nothing that concerns it was left out.
+fn withheld(request: &PriceRequest<'_>, rules: &Rules, promotions: Vec<String>) -> Option<Withheld> {
+    let physical = request.lines.iter().any(|l| l.requires_shipping);
+    let candidates: Vec<&ShippingMethod> = if physical {
+        rules
+            .shipping
+            .iter()
+            .filter(|m| request.destination.is_none_or(|d| serves(m, d)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let shipping_methods: Vec<String> = candidates
+        .iter()
+        .filter(|m| method_has_amounts(m))
+        .map(|m| m.id.clone())
+        .collect();
+    let pickup_locations: Vec<String> = if physical {
+        rules
+            .pickup
+            .iter()
+            .filter(|p| !pickup_offered(rules, request.currency, p))
+            .map(|p| p.id.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if shipping_methods.is_empty() && pickup_locations.is_empty() && promotions.is_empty() {
+        return None;
+    }
+    Some(Withheld {
+        rules_currency: rules.currency.clone().unwrap_or_default(),
+        shipping_unavailable: !shipping_methods.is_empty() && shipping_methods.len() == candidates.len(),
+        shipping_methods,
+        pickup_locations,
+        promotions,
     })
 }
 
@@ -257,15 +366,19 @@ fn eligible(target: &Target, line: &CartLine) -> bool {
     }
 }
 
+/// Applies the promotions; returns the applied ones, the rejected codes, and the ids of promotions left out
+/// because they hold amounts in another currency than the cart's (`foreign`).
 fn apply_promotions(
     request: &PriceRequest<'_>,
     rules: &Rules,
+    foreign: bool,
     bases: &[i64],
     remaining: &mut [i64],
-) -> (Vec<AppliedDiscount>, Vec<RejectedCode>) {
+) -> (Vec<AppliedDiscount>, Vec<RejectedCode>, Vec<String>) {
     let items_base: i64 = bases.iter().sum();
     let mut applied: Vec<AppliedDiscount> = Vec::new();
     let mut rejected = Vec::new();
+    let mut withheld = Vec::new();
     let mut exclusive_applied = false;
     let automatic = rules.promotions.iter().filter(|p| p.code.is_none()).map(|p| (None, p));
     let mut seen_codes: Vec<String> = Vec::new();
@@ -290,6 +403,12 @@ fn apply_promotions(
     }
     for (code, promotion) in automatic.chain(coded) {
         let reject = |reason| code.clone().map(|code| RejectedCode { code, reason });
+        if foreign && promotion_has_amounts(promotion) {
+            // Its amount (or minimum) is in the rules' currency: never applied to this cart, whatever it says.
+            withheld.push(promotion.id.clone());
+            rejected.extend(reject(RejectReason::Invalid));
+            continue;
+        }
         if let Some(reason) = ineligible(promotion, request, items_base) {
             rejected.extend(reject(reason));
             continue;
@@ -334,7 +453,7 @@ fn apply_promotions(
             free_shipping,
         });
     }
-    (applied, rejected)
+    (applied, rejected, withheld)
 }
 
 /// A pickup location chosen as the fulfillment method: priced like a shipping method, never taxed as shipping's
@@ -344,15 +463,20 @@ fn pickup_quote(request: &PriceRequest<'_>, rules: &Rules) -> Option<ShippingQuo
     if !request.lines.iter().any(|l| l.requires_shipping) {
         return None;
     }
-    rules.pickup.iter().find(|p| p.id == id).map(|p| ShippingQuote {
-        id: p.id.clone(),
-        title: p.name.clone(),
-        carrier: None,
-        amount: p.amount.max(0),
-        waived_by_promotion: 0,
-        min_business_days: 0,
-        max_business_days: 0,
-    })
+    rules
+        .pickup
+        .iter()
+        .filter(|p| pickup_offered(rules, request.currency, p))
+        .find(|p| p.id == id)
+        .map(|p| ShippingQuote {
+            id: p.id.clone(),
+            title: p.name.clone(),
+            carrier: None,
+            amount: p.amount.max(0),
+            waived_by_promotion: 0,
+            min_business_days: 0,
+            max_business_days: 0,
+        })
 }
 
 fn serves(method: &ShippingMethod, destination: &Destination) -> bool {
@@ -368,7 +492,13 @@ fn serves(method: &ShippingMethod, destination: &Destination) -> bool {
     country && region
 }
 
-fn quotes(request: &PriceRequest<'_>, rules: &Rules, subtotal: i64, free_shipping: bool) -> Vec<ShippingQuote> {
+fn quotes(
+    request: &PriceRequest<'_>,
+    rules: &Rules,
+    foreign: bool,
+    subtotal: i64,
+    free_shipping: bool,
+) -> Vec<ShippingQuote> {
     let shipped: Vec<&CartLine> = request.lines.iter().filter(|l| l.requires_shipping).collect();
     let Some(destination) = request.destination else {
         return Vec::new();
@@ -385,6 +515,7 @@ fn quotes(request: &PriceRequest<'_>, rules: &Rules, subtotal: i64, free_shippin
         .shipping
         .iter()
         .filter(|m| serves(m, destination))
+        .filter(|m| !(foreign && method_has_amounts(m)))
         .map(|m| {
             let band = m
                 .bands

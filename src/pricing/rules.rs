@@ -164,8 +164,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rules {
-    /// The currency fixed amounts and bands are written in (lowercase ISO 4217); carts in another currency are
-    /// priced without them. `None`: any.
+    /// The currency every amount of the bundle is written in (ISO 4217, compared case-insensitively): fixed
+    /// discounts, minimum subtotals, shipping bands, `per_kg`, `free_over` and pickup fees. A cart in another
+    /// currency is priced without the rules that hold such amounts (rates still apply); the table in
+    /// `pricing::engine`'s module docs lists each rule type. `None`: the amounts apply to any currency.
     #[serde(default)]
     pub currency: Option<String>,
     /// EU/UK style: prices include tax. US style (false): tax is added.

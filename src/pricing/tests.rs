@@ -6,7 +6,11 @@ use rust_decimal::Decimal;
 
 use super::{
     engine::{CartLine, Destination, PriceRequest, Priced, RejectReason, price},
-    rules::{Promotion, PromotionKind, RateBand, Rounding, RoundingLevel, Rules, ShippingMethod, Target, TaxRule},
+    engine::{Withheld, in_rules_currency},
+    rules::{
+        PickupAddress, PickupLocation, Promotion, PromotionKind, RateBand, Rounding, RoundingLevel, Rules,
+        ShippingMethod, Target, TaxRule,
+    },
 };
 
 fn now() -> DateTime<Utc> {
@@ -435,62 +439,325 @@ fn order_level_rounding_spreads_the_rounded_tax_over_lines() {
     assert_eq!(p.totals.tax, 3, "2.5 rounds up under half-up (half-even would give 2)");
 }
 
+fn pickup(id: &str, amount: i64) -> PickupLocation {
+    PickupLocation {
+        id: id.into(),
+        name: id.into(),
+        address: PickupAddress {
+            name: "Store".into(),
+            line_one: "1 Main St".into(),
+            line_two: None,
+            city: "Springfield".into(),
+            state: "IL".into(),
+            country: "US".into(),
+            postal_code: "62701".into(),
+        },
+        phone: None,
+        instructions: None,
+        amount,
+    }
+}
+
+/// A USD bundle holding one rule of every kind: rates, fixed and percent promotions (automatic and coded, with
+/// and without minimums), a priced and a free shipping method, a paid and a free pickup location.
+fn usd_bundle() -> Rules {
+    let mut priced = ground(&["US", "JP"], 800);
+    priced.per_kg = 150;
+    priced.free_over = Some(20_000);
+    priced.bands.push(RateBand {
+        min_subtotal: 5000,
+        amount: 400,
+    });
+    let mut min_percent = promo(
+        "big_spender",
+        Some("BIG"),
+        PromotionKind::Percent {
+            rate: "0.2".parse().unwrap(),
+        },
+    );
+    min_percent.min_subtotal = 1000;
+    let mut min_free_ship = promo("ship_over", None, PromotionKind::FreeShipping);
+    min_free_ship.min_subtotal = 100;
+    Rules {
+        currency: Some("usd".into()),
+        taxes: vec![
+            tax("Japan", "JP", None, None, "0.10", true),
+            tax("US", "US", None, None, "0.05", true),
+        ],
+        shipping: vec![priced],
+        promotions: vec![
+            promo("auto_fixed", None, PromotionKind::Fixed { amount: 500 }),
+            promo(
+                "auto_percent",
+                None,
+                PromotionKind::Percent {
+                    rate: "0.1".parse().unwrap(),
+                },
+            ),
+            min_free_ship,
+            promo("save10", Some("SAVE10"), PromotionKind::Fixed { amount: 1000 }),
+            min_percent,
+            promo(
+                "pct5",
+                Some("PCT5"),
+                PromotionKind::Percent {
+                    rate: "0.05".parse().unwrap(),
+                },
+            ),
+        ],
+        pickup: vec![pickup("locker", 300), pickup("store", 0)],
+        ..Rules::default()
+    }
+}
+
+#[test]
+fn a_cart_in_another_currency_is_priced_without_any_amount_of_the_rules_currency() {
+    let rules = usd_bundle();
+    let cart = [line("tea", 1500, 2)];
+    let tokyo = dest("JP", Some("13"), Some("100-0001"));
+    let p = run(
+        "jpy",
+        &cart,
+        &rules,
+        Some(&tokyo),
+        Some("ground"),
+        &["SAVE10", "big", "pct5"],
+    );
+    // No USD shipping: the priced method is not offered, so nothing is selected and nothing is charged for it.
+    assert!(p.shipping_options.is_empty(), "{:?}", p.shipping_options);
+    assert_eq!(p.selected_shipping, None);
+    assert_eq!((p.totals.fulfillment, p.shipping_tax), (0, 0));
+    // Only the currency-free promotions apply: 10 % automatic, then 5 % by code on what is left.
+    let applied: Vec<&str> = p.applied.iter().map(|a| a.promotion_id.as_str()).collect();
+    assert_eq!(applied, ["auto_percent", "pct5"]);
+    assert_eq!(p.applied[0].amount, 300, "10 % of ¥3000");
+    assert_eq!(p.applied[1].amount, 135, "5 % of ¥2700");
+    let rejected: Vec<(&str, &str)> = p.rejected.iter().map(|r| (r.code.as_str(), r.reason.code())).collect();
+    assert_eq!(
+        rejected,
+        [("SAVE10", "discount_code_invalid"), ("big", "discount_code_invalid")],
+        "a fixed amount and a USD minimum cannot be redeemed in yen"
+    );
+    // Tax rates are fractions: 10 % of ¥2565.
+    assert_eq!(p.totals.subtotal, 2565);
+    assert_eq!(p.totals.tax, 256, "256.5, rounded half-even");
+    assert_eq!(p.totals.total, p.totals.subtotal + p.totals.tax);
+    assert_eq!(
+        p.withheld,
+        Some(Withheld {
+            rules_currency: "usd".into(),
+            shipping_methods: vec!["ground".into()],
+            shipping_unavailable: true,
+            pickup_locations: vec!["locker".into()],
+            promotions: vec![
+                "auto_fixed".into(),
+                "ship_over".into(),
+                "save10".into(),
+                "big_spender".into()
+            ],
+        })
+    );
+}
+
+#[test]
+fn the_same_cart_in_the_rules_currency_gets_every_rule_whatever_the_case_of_the_code() {
+    let rules = usd_bundle();
+    let cart = [line("tea", 1500, 2)];
+    let tokyo = dest("JP", Some("13"), Some("100-0001"));
+    let p = run(
+        "USD",
+        &cart,
+        &rules,
+        Some(&tokyo),
+        Some("ground"),
+        &["SAVE10", "big", "pct5"],
+    );
+    let applied: Vec<(&str, i64)> = p.applied.iter().map(|a| (a.promotion_id.as_str(), a.amount)).collect();
+    // 3000 − 500 = 2500; −10 % = 2250; −10.00 = 1250; −20 % = 1000; −5 % = 950. Shipping 8.00 + 1.50 per started
+    // kg, waived by the free-shipping promotion (its minimum of 1.00 is met).
+    assert_eq!(
+        applied,
+        [
+            ("auto_fixed", 500),
+            ("auto_percent", 250),
+            ("ship_over", 950),
+            ("save10", 1000),
+            ("big_spender", 250),
+            ("pct5", 50),
+        ]
+    );
+    assert!(p.rejected.is_empty());
+    assert_eq!(p.shipping_options[0].waived_by_promotion, 950);
+    assert_eq!((p.totals.subtotal, p.totals.fulfillment, p.totals.tax), (950, 0, 95));
+    assert_eq!(p.withheld, None);
+
+    // Rules without a currency apply to every cart (the merchant said the amounts fit any currency).
+    let any = Rules {
+        currency: None,
+        ..rules.clone()
+    };
+    let yen = run("jpy", &cart, &any, Some(&tokyo), Some("ground"), &["SAVE10"]);
+    assert_eq!(yen.applied.len(), 4, "{:?}", yen.applied);
+    assert_eq!(yen.withheld, None);
+
+    assert!(in_rules_currency(&rules, "usd"));
+    assert!(in_rules_currency(&rules, "USD"));
+    assert!(in_rules_currency(
+        &Rules {
+            currency: Some("USD".into()),
+            ..Rules::default()
+        },
+        "usd"
+    ));
+    assert!(!in_rules_currency(&rules, "jpy"));
+    assert!(in_rules_currency(&Rules::default(), "jpy"));
+}
+
+#[test]
+fn free_shipping_methods_and_free_pickup_stay_offered_in_another_currency() {
+    let mut rules = usd_bundle();
+    let mut post = ground(&["JP"], 0);
+    post.id = "free_post".into();
+    rules.shipping.push(post);
+    let cart = [line("tea", 1500, 1)];
+    let tokyo = dest("JP", None, None);
+    let p = run("jpy", &cart, &rules, Some(&tokyo), Some("free_post"), &[]);
+    let offered: Vec<(&str, i64)> = p.shipping_options.iter().map(|q| (q.id.as_str(), q.amount)).collect();
+    assert_eq!(offered, [("free_post", 0)], "zero is zero in every currency");
+    assert_eq!(p.selected_shipping.as_deref(), Some("free_post"));
+    let withheld = p.withheld.expect("the priced method and the paid locker are left out");
+    assert_eq!(withheld.shipping_methods, ["ground"]);
+    assert!(!withheld.shipping_unavailable, "the free method still ships it");
+
+    // A pickup location with a fee cannot be chosen; a free one can.
+    let locker = run("jpy", &cart, &rules, Some(&tokyo), Some("locker"), &[]);
+    assert_eq!(locker.selected_shipping, None);
+    assert_eq!(locker.totals.fulfillment, 0);
+    let store = run("jpy", &cart, &rules, None, Some("store"), &[]);
+    assert_eq!(store.selected_shipping.as_deref(), Some("store"));
+    let usd_locker = run("usd", &cart, &rules, None, Some("locker"), &[]);
+    assert_eq!(
+        usd_locker.totals.fulfillment, 300,
+        "in dollars the locker's fee applies"
+    );
+}
+
+#[test]
+fn what_is_withheld_is_only_what_concerns_the_cart() {
+    let rules = Rules {
+        promotions: vec![],
+        ..usd_bundle()
+    };
+    // Digital goods: shipping and pickup do not concern them, so nothing is withheld at all.
+    let mut ebook = line("ebook", 1500, 1);
+    ebook.requires_shipping = false;
+    let digital = run(
+        "jpy",
+        std::slice::from_ref(&ebook),
+        &rules,
+        Some(&dest("JP", None, None)),
+        None,
+        &[],
+    );
+    assert_eq!(digital.withheld, None);
+    // A destination no method serves: that is a region problem, not a currency one.
+    let cart = [line("tea", 1500, 1)];
+    let france = run("jpy", &cart, &rules, Some(&dest("FR", None, None)), None, &[]);
+    let withheld = france.withheld.expect("the paid locker");
+    assert!(withheld.shipping_methods.is_empty() && !withheld.shipping_unavailable);
+    assert_eq!(withheld.pickup_locations, ["locker"]);
+    // No destination yet: every priced method counts, and none is left to ship with.
+    let nowhere = run("jpy", &cart, &rules, None, None, &[]);
+    let withheld = nowhere.withheld.expect("the priced method");
+    assert_eq!(withheld.shipping_methods, ["ground"]);
+    assert!(withheld.shipping_unavailable);
+}
+
+/// A promotion naming money: a fixed amount or a minimum subtotal.
+fn has_amounts(p: &Promotion) -> bool {
+    matches!(p.kind, PromotionKind::Fixed { .. }) || p.min_subtotal != 0
+}
+
+/// The rules a cart in another currency must be priced with: the bundle without every rule holding an amount.
+fn without_amounts(rules: &Rules) -> Rules {
+    Rules {
+        currency: None,
+        shipping: rules
+            .shipping
+            .iter()
+            .filter(|m| m.per_kg == 0 && m.bands.iter().all(|b| b.amount == 0))
+            .cloned()
+            .collect(),
+        promotions: rules.promotions.iter().filter(|p| !has_amounts(p)).cloned().collect(),
+        pickup: rules.pickup.iter().filter(|p| p.amount <= 0).cloned().collect(),
+        ..rules.clone()
+    }
+}
+
 fn arb_rules() -> impl Strategy<Value = Rules> {
     (
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
         proptest::collection::vec((0u32..3000, any::<bool>()), 0..4),
-        proptest::collection::vec((0u32..4, 0i64..5000, 0u32..60), 0..4),
+        proptest::collection::vec(
+            (0u32..4, 0i64..5000, 0u32..60, prop_oneof![Just(0i64), 1i64..3000]),
+            0..4,
+        ),
         0i64..2000,
+        prop_oneof![Just(None), Just(Some("usd")), Just(Some("USD")), Just(Some("jpy"))],
+        proptest::option::of(0i64..500),
     )
-        .prop_map(|(inclusive, half_up, order_level, taxes, promos, ship)| Rules {
-            pickup: vec![],
-            currency: None,
-            tax_inclusive: inclusive,
-            rounding: if half_up { Rounding::HalfUp } else { Rounding::HalfEven },
-            rounding_level: if order_level {
-                RoundingLevel::Order
-            } else {
-                RoundingLevel::Line
+        .prop_map(
+            |(inclusive, half_up, order_level, taxes, promos, ship, currency, pickup_fee)| Rules {
+                pickup: pickup_fee.map(|fee| vec![pickup("store", fee)]).unwrap_or_default(),
+                currency: currency.map(Into::into),
+                tax_inclusive: inclusive,
+                rounding: if half_up { Rounding::HalfUp } else { Rounding::HalfEven },
+                rounding_level: if order_level {
+                    RoundingLevel::Order
+                } else {
+                    RoundingLevel::Line
+                },
+                taxes: taxes
+                    .into_iter()
+                    .map(|(bp, on_ship)| TaxRule {
+                        name: "t".into(),
+                        country: "US".into(),
+                        region: None,
+                        postal_prefix: None,
+                        category: "standard".into(),
+                        rate: Decimal::new(i64::from(bp), 4),
+                        applies_to_shipping: on_ship,
+                    })
+                    .collect(),
+                shipping: vec![ground(&["US"], ship)],
+                promotions: promos
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (kind, fixed, pct, minimum))| {
+                        let kind = match kind {
+                            0 => PromotionKind::Fixed { amount: fixed },
+                            1 => PromotionKind::Percent {
+                                rate: Decimal::new(i64::from(pct), 2),
+                            },
+                            2 => PromotionKind::FreeShipping,
+                            _ => PromotionKind::Percent {
+                                rate: Decimal::new(i64::from(pct % 30), 2),
+                            },
+                        };
+                        let mut p = promo(&format!("p{i}"), if i % 2 == 0 { None } else { Some("CODE") }, kind);
+                        p.min_subtotal = minimum;
+                        p.target = if i == 3 {
+                            Target::Products { ids: vec!["p1".into()] }
+                        } else {
+                            Target::Order
+                        };
+                        p
+                    })
+                    .collect(),
             },
-            taxes: taxes
-                .into_iter()
-                .map(|(bp, on_ship)| TaxRule {
-                    name: "t".into(),
-                    country: "US".into(),
-                    region: None,
-                    postal_prefix: None,
-                    category: "standard".into(),
-                    rate: Decimal::new(i64::from(bp), 4),
-                    applies_to_shipping: on_ship,
-                })
-                .collect(),
-            shipping: vec![ground(&["US"], ship)],
-            promotions: promos
-                .into_iter()
-                .enumerate()
-                .map(|(i, (kind, fixed, pct))| {
-                    let kind = match kind {
-                        0 => PromotionKind::Fixed { amount: fixed },
-                        1 => PromotionKind::Percent {
-                            rate: Decimal::new(i64::from(pct), 2),
-                        },
-                        2 => PromotionKind::FreeShipping,
-                        _ => PromotionKind::Percent {
-                            rate: Decimal::new(i64::from(pct % 30), 2),
-                        },
-                    };
-                    let mut p = promo(&format!("p{i}"), if i % 2 == 0 { None } else { Some("CODE") }, kind);
-                    p.target = if i == 3 {
-                        Target::Products { ids: vec!["p1".into()] }
-                    } else {
-                        Target::Order
-                    };
-                    p
-                })
-                .collect(),
-        })
+        )
 }
 
 fn arb_lines() -> impl Strategy<Value = Vec<CartLine>> {
@@ -518,11 +785,13 @@ proptest! {
         rules in arb_rules(),
         lines in arb_lines(),
         with_address in any::<bool>(),
+        currency in prop_oneof![Just("usd"), Just("jpy")],
+        method in prop_oneof![Just("ground"), Just("store")],
         codes in proptest::collection::vec(prop_oneof![Just("CODE".to_owned()), Just("code".to_owned()), Just("zzz".to_owned())], 0..3),
     ) {
         let destination = dest("US", Some("CA"), Some("94131"));
         let d = with_address.then_some(&destination);
-        let request = PriceRequest { currency: "usd", lines: &lines, destination: d, shipping_method: Some("ground"), codes: &codes, now: now(), redemptions: &Default::default(), tax_exempt: false };
+        let request = PriceRequest { currency, lines: &lines, destination: d, shipping_method: Some(method), codes: &codes, now: now(), redemptions: &Default::default(), tax_exempt: false };
         let priced = price(&request, &rules).expect("priced");
         let again = price(&request, &rules).expect("priced");
         prop_assert_eq!(&priced, &again, "pricing is deterministic");
@@ -563,5 +832,30 @@ proptest! {
         prop_assert_eq!(t.tax, priced.lines.iter().map(|l| l.tax).sum::<i64>() + priced.shipping_tax);
         let expected_total = t.subtotal + t.fulfillment + if rules.tax_inclusive { 0 } else { t.tax };
         prop_assert_eq!(t.total, expected_total, "the total equals the sum of its parts");
+
+        // A cart in another currency than the rules' is priced exactly as if the rules holding amounts did not
+        // exist: no amount written in the rules' currency reaches it.
+        if in_rules_currency(&rules, currency) {
+            prop_assert_eq!(&priced.withheld, &None);
+        } else {
+            let stripped = price(&request, &without_amounts(&rules)).expect("priced");
+            prop_assert_eq!(&priced.lines, &stripped.lines);
+            prop_assert_eq!(&priced.totals, &stripped.totals);
+            prop_assert_eq!(&priced.applied, &stripped.applied);
+            prop_assert_eq!(&priced.shipping_options, &stripped.shipping_options);
+            prop_assert_eq!(&priced.selected_shipping, &stripped.selected_shipping);
+            prop_assert_eq!(t.fulfillment, 0, "only free methods and free pickup are left");
+            for a in &priced.applied {
+                let p = rules.promotions.iter().find(|p| p.id == a.promotion_id).expect("a rule");
+                prop_assert!(!has_amounts(p), "{} holds an amount", p.id);
+            }
+            for r in &priced.rejected {
+                let entered = r.code.trim().to_lowercase();
+                let promotion = rules.promotions.iter().find(|p| p.code.as_ref().is_some_and(|c| c.to_lowercase() == entered));
+                if promotion.is_some_and(has_amounts) {
+                    prop_assert_eq!(r.reason, RejectReason::Invalid);
+                }
+            }
+        }
     }
 }

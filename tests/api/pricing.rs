@@ -874,3 +874,191 @@ async fn an_address_change_drops_a_shipping_method_that_no_longer_applies_with_a
         "Illinois has no rule in this bundle"
     );
 }
+
+/// Every number anywhere in `value`.
+fn numbers(value: &Value, out: &mut Vec<i64>) {
+    match value {
+        Value::Number(n) => out.extend(n.as_i64()),
+        Value::Array(items) => items.iter().for_each(|v| numbers(v, out)),
+        Value::Object(fields) => fields.values().for_each(|v| numbers(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_cart_in_another_currency_gets_no_shipping_or_discount_amount_of_the_rules_currency() {
+    let app = spawn_app().await;
+    // Distinctive USD amounts, so their absence can be checked anywhere in a yen session.
+    const SHIPPING_USD: i64 = 777;
+    const AUTO_FIXED_USD: i64 = 1234;
+    const CODE_FIXED_USD: i64 = 2345;
+    const LOCKER_FEE_USD: i64 = 456;
+    let rules = json!({
+        "currency": "usd",
+        "taxes": [{"name": "Japan", "country": "JP", "category": "standard", "rate": "0.10"}],
+        "shipping": [{"id": "ground", "title": "Ground", "countries": ["US", "JP"],
+                      "bands": [{"min_subtotal": 0, "amount": SHIPPING_USD}], "free_over": 100_000,
+                      "min_business_days": 3, "max_business_days": 5}],
+        "promotions": [
+            {"id": "welcome", "name": "Welcome", "kind": {"type": "fixed", "amount": AUTO_FIXED_USD}, "target": {"type": "order"}},
+            {"id": "fall10", "name": "Fall sale", "kind": {"type": "percent", "rate": "0.10"}, "target": {"type": "order"}},
+            {"id": "save", "name": "Save", "code": "SAVE", "kind": {"type": "fixed", "amount": CODE_FIXED_USD}, "target": {"type": "order"}}
+        ],
+        "pickup": [
+            {"id": "store", "name": "Shop counter", "address": {"name": "Trailhead Supply", "line_one": "1-1 Marunouchi",
+             "city": "Chiyoda", "state": "13", "country": "JP", "postal_code": "100-0005"}},
+            {"id": "locker", "name": "Parcel locker", "amount": LOCKER_FEE_USD, "address": {"name": "Locker", "line_one": "2-2 Ginza",
+             "city": "Chuo", "state": "13", "country": "JP", "postal_code": "104-0061"}}
+        ]
+    });
+    assert_eq!(put_rules(&app, &rules).await.status(), StatusCode::OK);
+    let product = json!({"id": "prod_matcha", "variants": [{"id": "var_matcha_tin", "title": "Matcha tin",
+                         "price": {"amount": 3200, "currency": "JPY"}}]});
+    let r = app
+        .admin(reqwest::Method::POST, "/admin/catalog/import")
+        .body(product.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tokyo = json!({"name": "Hanako Yamada", "line_one": "1-1 Chiyoda", "city": "Chiyoda", "state": "13",
+                       "country": "JP", "postal_code": "100-0001"});
+
+    // The same rules in dollars: shipping and both fixed discounts apply (so their absence below means something).
+    let dollars = session(
+        app.acp_post(
+            "/checkout_sessions",
+            &json!({"currency": "usd", "line_items": [{"id": TEE, "quantity": 4}],
+                    "fulfillment_details": {"address": tokyo}, "discounts": {"codes": ["SAVE"]},
+                    "capabilities": {"extensions": ["discount"]}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(amount(&dollars["totals"], "fulfillment"), SHIPPING_USD);
+    let applied: Vec<&Value> = dollars["discounts"]["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["amount"])
+        .collect();
+    assert_eq!(applied[0], AUTO_FIXED_USD);
+    assert_eq!(applied[2], CODE_FIXED_USD);
+
+    let yen = session(
+        app.acp_post(
+            "/checkout_sessions",
+            &json!({"currency": "jpy", "line_items": [{"id": "var_matcha_tin", "quantity": 2}],
+                    "fulfillment_details": {"address": tokyo}, "discounts": {"codes": ["SAVE"]},
+                    "capabilities": {"extensions": ["discount"]}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut seen = Vec::new();
+    numbers(&yen, &mut seen);
+    for usd in [SHIPPING_USD, AUTO_FIXED_USD, CODE_FIXED_USD, LOCKER_FEE_USD] {
+        assert!(!seen.contains(&usd), "{usd} (USD) appears in the yen session: {yen:#}");
+    }
+    let options = yen["fulfillment_options"].as_array().unwrap();
+    let offered: Vec<&str> = options.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["store"], "no USD shipping method, no paid locker");
+    let message = crate::lifecycle::message(&yen, "param", "$.currency");
+    assert_eq!(
+        (&message["type"], &message["code"]),
+        (&json!("error"), &json!("invalid"))
+    );
+    let content = message["content"].as_str().unwrap();
+    assert!(content.contains("USD") && content.contains("JPY"), "{content}");
+    assert_eq!(yen["status"], "not_ready_for_payment", "nothing can ship it");
+    assert!(
+        yen["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["code"] != "region_restricted"),
+        "Japan is served; the currency is the problem: {}",
+        yen["messages"]
+    );
+    // Only the percentage applies: 10 % of ¥6400; the fixed code is refused as the discount extension says.
+    let applied: Vec<&Value> = yen["discounts"]["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["coupon"]["id"])
+        .collect();
+    assert_eq!(applied, [&json!("fall10")]);
+    assert_eq!(yen["discounts"]["rejected"][0]["code"], "SAVE");
+    assert_eq!(yen["discounts"]["rejected"][0]["reason"], "discount_code_invalid");
+    let t = &yen["totals"];
+    assert_eq!(
+        (
+            amount(t, "items_base_amount"),
+            amount(t, "items_discount"),
+            amount(t, "subtotal"),
+            amount(t, "fulfillment"),
+            amount(t, "tax"),
+            amount(t, "total")
+        ),
+        (6400, 640, 5760, 0, 576, 6336)
+    );
+    assert_eq!(
+        amount(t, "total"),
+        amount(t, "items_base_amount") - amount(t, "items_discount") + amount(t, "fulfillment") + amount(t, "tax")
+    );
+    let line = &yen["line_items"][0]["totals"];
+    assert_eq!(
+        amount(line, "total"),
+        amount(t, "total"),
+        "one line carries the whole total"
+    );
+
+    let id = yen["id"].as_str().unwrap();
+    let path = format!("/checkout_sessions/{id}/complete");
+    let refused = app
+        .acp_post(&path, &crate::lifecycle::payment("spt_sim_ok"))
+        .send()
+        .await
+        .unwrap();
+    error(refused, StatusCode::BAD_REQUEST, "invalid", Some("$.currency")).await;
+    assert_eq!(crate::lifecycle::count(&app, "simulator_charge").await, 0);
+
+    // Collected at the (free) shop counter it can be paid, in yen, at the total shown; the message stays as
+    // information.
+    let collected = session(
+        app.acp_post(
+            &format!("/checkout_sessions/{id}"),
+            &json!({"selected_fulfillment_options": [
+                {"type": "pickup", "option_id": "store", "item_ids": ["var_matcha_tin"]}]}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(collected["status"], "ready_for_payment", "{collected:#}");
+    let info = crate::lifecycle::message(&collected, "type", "info");
+    assert!(info["content"].as_str().unwrap().contains("JPY"));
+    assert_eq!(amount(&collected["totals"], "total"), 6336);
+    let paid = session(
+        app.acp_post(&path, &crate::lifecycle::payment("spt_sim_ok"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(paid["status"], "completed");
+    let charged: (i64, String) = sqlx::query_as("select amount, currency from simulator_charge")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(charged, (6336, "jpy".to_owned()));
+}
