@@ -186,6 +186,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     #[allow(dead_code)] // used by the lifecycle tests
     pub db: PgPool,
+    /// The running app's own state (its pool, its checkout use cases), for tests that drive it directly.
+    pub state: acp_merchant::http::AppState,
     shutdown: CancellationToken,
     // Declared last: dropped after the pool handle above.
     _database: TestDb,
@@ -257,9 +259,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let shutdown = CancellationToken::new();
     let app = Application::build(settings, shutdown.clone()).await.expect("build app");
     let addr = app.local_addr();
+    let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        state,
         client: http_client(),
         db: database.pool().await,
         shutdown,
@@ -436,6 +440,15 @@ pub fn assert_logs_hold_no_tokens() {
     );
     let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("spt_")).collect();
     assert!(leaks.is_empty(), "payment tokens reached the logs: {leaks:#?}");
+}
+
+/// Whether any in-process app of this test binary logged a line containing every one of `parts`.
+pub fn logged(parts: &[&str]) -> bool {
+    CAPTURED_LOGS
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|line| parts.iter().all(|p| line.contains(p)))
 }
 
 /// An agent's POST to any server (in-process or a child process at `base`), with a chosen `Idempotency-Key`.

@@ -16,13 +16,13 @@ use crate::{
     lifecycle::{TEE, count, create, create_body, error, payment, session},
 };
 
-const SECRET: &str = "sk_test_fake_0123456789";
+pub const SECRET: &str = "sk_test_fake_0123456789";
 
-fn token(kind: &str) -> String {
+pub fn token(kind: &str) -> String {
     format!("spt_{kind}_{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn stripe_app(fake: &FakeStripe, extra: &[(&str, &str)]) -> TestApp {
+pub async fn stripe_app(fake: &FakeStripe, extra: &[(&str, &str)]) -> TestApp {
     let base = fake.base_url();
     let mut pairs = vec![
         ("psp", "stripe"),
