@@ -81,7 +81,14 @@ impl Checkout {
     pub async fn complete(&self, pool: &PgPool, call: &CompleteCall) -> Result<StoredResponse, CheckoutError> {
         let runner = Uuid::new_v4();
         for _ in 0..MAX_ROUNDS {
-            let answer = match self.begin(pool, call, runner).await? {
+            let begun = match self.begin(pool, call, runner).await {
+                // Another resolver settled this key's attempt between our claim and our read: replay its answer.
+                Err(e @ CheckoutError::InvalidState { .. }) => {
+                    return self.stored_for(pool, call).await?.ok_or(e);
+                }
+                other => other?,
+            };
+            let answer = match begun {
                 Begun::Answered(response) => return Ok(response),
                 Begun::Charge(prepared) => return self.run(pool, call, runner, *prepared).await,
                 Begun::Resume(attempt_id) => self.resume(pool, call, runner, &attempt_id).await?,
@@ -310,14 +317,22 @@ impl Checkout {
         }
     }
 
+    /// The answer somebody else stored for this call's key (a resolver of the attempt it was linked to).
+    async fn stored_for(&self, pool: &PgPool, call: &CompleteCall) -> Result<Option<StoredResponse>, CheckoutError> {
+        let Some(claim) = &call.claim else {
+            return Ok(None);
+        };
+        let stored = claim.claim().await.stored_answer(pool).await?;
+        if stored.is_some() {
+            claim.mark_finished();
+        }
+        Ok(stored)
+    }
+
     /// Somebody else settled the attempt (or runs it now): answer with what they stored, or with the session.
     async fn after_fence(&self, pool: &PgPool, call: &CompleteCall) -> Result<StoredResponse, CheckoutError> {
-        if let Some(claim) = &call.claim {
-            let stored = claim.claim().await.stored_answer(pool).await?;
-            if let Some(stored) = stored {
-                claim.mark_finished();
-                return Ok(stored);
-            }
+        if let Some(stored) = self.stored_for(pool, call).await? {
+            return Ok(stored);
         }
         let session = load(&mut *pool.acquire().await?, &call.agent_id, &call.session_id, false).await?;
         if session.status == Status::CompleteInProgress {
