@@ -58,6 +58,23 @@ fn connect_events(fake: &FakeStripe, app: &TestApp, mode: WebhookMode) {
     fake.set_webhook_mode(mode);
 }
 
+/// Stores rules with a limited automatic promotion (every session redeems it), so cells can see redemptions held
+/// and given back.
+async fn with_limited_promotion(app: &TestApp) {
+    let rules = json!({"currency": "usd",
+        "shipping": [{"id": "shipping_standard", "title": "Standard Shipping", "countries": ["US"],
+                      "bands": [{"min_subtotal": 0, "amount": 500}], "min_business_days": 3, "max_business_days": 5}],
+        "promotions": [{"id": "launch10", "name": "Launch week", "kind": {"type": "percent", "rate": "0.10"},
+                        "target": {"type": "order"}, "max_redemptions": 100}]});
+    let r = app
+        .admin(reqwest::Method::PUT, "/admin/pricing/rules")
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 async fn ready_session(app: &TestApp) -> String {
     let s = create(app, json!([{"id": TEE}])).await;
     assert_eq!(s["status"], "ready_for_payment");
@@ -94,6 +111,10 @@ struct EndState {
     order_create_events: i64,
     on_hand: i32,
     reserved: i32,
+    /// Refunds of this session's payments (a charged cell is never "refunded and reopened").
+    refunds: usize,
+    /// Promotion redemptions the session holds.
+    redemptions: i64,
 }
 
 async fn end_state(db: &PgPool, fake: Option<&FakeStripe>, id: &str) -> EndState {
@@ -102,16 +123,28 @@ async fn end_state(db: &PgPool, fake: Option<&FakeStripe>, id: &str) -> EndState
         .fetch_one(db)
         .await
         .unwrap();
-    let (succeeded_payments, charged_amount) = match fake {
+    let (succeeded_payments, charged_amount, refunds) = match fake {
         Some(fake) => {
-            let paid: Vec<Value> = fake
+            let ours: Vec<Value> = fake
                 .payment_intents()
                 .into_iter()
                 .filter(|pi| pi["metadata"]["checkout_session_id"] == id)
+                .collect();
+            let paid: Vec<&Value> = ours
+                .iter()
                 .filter(|pi| pi["status"] == "succeeded" || pi["status"] == "requires_capture")
                 .collect();
             let amount = paid.iter().map(|pi| pi["amount"].as_i64().unwrap()).sum();
-            (paid.len(), amount)
+            let refunds = fake
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/v1/refunds" && r.status == 200)
+                .filter(|r| {
+                    ours.iter()
+                        .any(|pi| r.params.get("payment_intent") == pi["id"].as_str().map(str::to_owned).as_ref())
+                })
+                .count();
+            (paid.len(), amount, refunds)
         }
         None => {
             let rows: Vec<(i64,)> = sqlx::query_as(
@@ -121,9 +154,23 @@ async fn end_state(db: &PgPool, fake: Option<&FakeStripe>, id: &str) -> EndState
             .fetch_all(db)
             .await
             .unwrap();
-            (rows.len(), rows.iter().map(|r| r.0).sum())
+            let refunds: i64 = sqlx::query_scalar(
+                "select count(*) from simulator_refund r join simulator_charge c on c.charge_id = r.charge_id
+                 where c.checkout_session_id = $1",
+            )
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap();
+            (rows.len(), rows.iter().map(|r| r.0).sum(), refunds as usize)
         }
     };
+    let redemptions: i64 =
+        sqlx::query_scalar("select count(*) from promotion_redemption where checkout_session_id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap();
     let order: Option<(i64,)> =
         sqlx::query_as("select total_amount from merchant_order where checkout_session_id = $1")
             .bind(id)
@@ -153,6 +200,8 @@ async fn end_state(db: &PgPool, fake: Option<&FakeStripe>, id: &str) -> EndState
         order_create_events: events,
         on_hand: on_hand.unwrap(),
         reserved,
+        refunds,
+        redemptions,
     }
 }
 
@@ -169,6 +218,7 @@ fn assert_charged_once(s: &EndState) {
     assert_eq!(s.order_create_events, 1, "one order_create event: {s:?}");
     assert_eq!(s.on_hand, TEE_ON_HAND - 1, "the unit is sold: {s:?}");
     assert_eq!(s.reserved, 0, "nothing stays reserved: {s:?}");
+    assert_eq!(s.refunds, 0, "never refunded: {s:?}");
 }
 
 /// The "not charged" end state: nothing paid, no order, stock back, session payable.
@@ -182,6 +232,7 @@ fn assert_not_charged(s: &EndState) {
     assert_eq!(s.order_create_events, 0, "{s:?}");
     assert_eq!(s.on_hand, TEE_ON_HAND, "{s:?}");
     assert_eq!(s.reserved, 0, "the reservation is released: {s:?}");
+    assert_eq!(s.redemptions, 0, "promotion redemptions are given back: {s:?}");
 }
 
 /// The state while an outcome is unknown: held, with its stock still reserved, and nothing decided.
@@ -214,10 +265,16 @@ async fn timeout_after_the_charge_holds_the_session_and_the_retry_completes() {
     let fake = FakeStripe::start(SECRET).await;
     fake.set_slow_delay(Duration::from_millis(700));
     let app = stripe_app(&fake, &[("stripe_timeout_ms", "300"), ("stripe_max_retries", "0")]).await;
+    with_limited_promotion(&app).await;
     let id = ready_session(&app).await;
     let spt = token("timeout");
     assert_unknown_answer(complete_keyed(&app, &id, "k-timeout", &spt).await).await;
     assert_held(&app, Some(&fake), &id).await;
+    assert_eq!(
+        end_state(&app.db, Some(&fake), &id).await.redemptions,
+        1,
+        "the redemption stays held"
+    );
     assert_eq!(attempt_states(&app, &id).await, ["indeterminate"]);
     assert_eq!(fake.payment_intents()[0]["status"], "succeeded", "Stripe did charge");
 
@@ -387,6 +444,7 @@ async fn the_reconciler_reopens_an_attempt_stripe_never_executed() {
         ],
     )
     .await;
+    with_limited_promotion(&app).await;
     let id = ready_session(&app).await;
     // A 500 Stripe never executed: ambiguous for us, so held until asked.
     assert_unknown_answer(complete_keyed(&app, &id, "k-flaky", &token("flaky")).await).await;
