@@ -77,6 +77,8 @@ const KEYS: &[&str] = &[
     "psp_lookup_grace_secs",
     "stripe_webhook_secrets",
     "stripe_webhook_tolerance_secs",
+    "api_versions",
+    "agent_webhook_api_version",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -307,6 +309,10 @@ struct RawSettings {
     #[serde(default, deserialize_with = "lenient_opt_string")]
     stripe_webhook_secrets: Option<String>,
     stripe_webhook_tolerance_secs: u64,
+    #[serde(deserialize_with = "lenient_string")]
+    api_versions: String,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    agent_webhook_api_version: Option<String>,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -365,6 +371,10 @@ pub struct Settings {
     pub psp_lookup_grace: Duration,
     pub stripe_webhook_secrets: Vec<Secret>,
     pub stripe_webhook_tolerance: Duration,
+    /// The ACP versions served (`API-Version` values), newest first.
+    pub api_versions: Vec<String>,
+    /// The version the environment agent's order webhooks are rendered in (default: the complete call's).
+    pub agent_webhook_api_version: Option<String>,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -541,6 +551,16 @@ impl RawSettings {
             check_shutdown_covers_psp(&stripe, Duration::from_millis(self.shutdown_timeout_ms))?;
         }
         let stripe_webhook_secrets = parse_secret_list(self.stripe_webhook_secrets.as_deref().unwrap_or(""));
+        let api_versions = parse_api_versions(&self.api_versions)?;
+        let agent_webhook_api_version = self.agent_webhook_api_version.filter(|v| !v.is_empty());
+        if let Some(v) = &agent_webhook_api_version
+            && crate::protocol::adapter(v).is_none()
+        {
+            return Err(ConfigError::new(
+                "agent_webhook_api_version",
+                format!("`{v}` is not an ACP version this build knows ({})", known_versions()),
+            ));
+        }
         for (key, value) in [
             ("webhook_poll_interval_ms", self.webhook_poll_interval_ms),
             ("webhook_max_age_secs", self.webhook_max_age_secs),
@@ -623,6 +643,8 @@ impl RawSettings {
             psp_lookup_grace: Duration::from_secs(self.psp_lookup_grace_secs),
             stripe_webhook_secrets,
             stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_secs),
+            api_versions,
+            agent_webhook_api_version,
         };
         if production {
             check_production(&settings)?;
@@ -876,6 +898,47 @@ fn check_shutdown_covers_psp(stripe: &StripeSettings, grace: Duration) -> Result
         ));
     }
     Ok(())
+}
+
+fn known_versions() -> String {
+    crate::protocol::ADAPTERS
+        .iter()
+        .map(|a| a.version())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `released` (every released version) or a comma-separated list of versions this build knows.
+fn parse_api_versions(value: &str) -> Result<Vec<String>, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.eq_ignore_ascii_case("released") {
+        return Ok(crate::protocol::SUPPORTED_VERSIONS
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect());
+    }
+    let versions: Vec<String> = trimmed
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if versions.is_empty() {
+        return Err(ConfigError::new(
+            "api_versions",
+            "must name at least one ACP version (or `released`)",
+        ));
+    }
+    if let Some(unknown) = versions.iter().find(|v| crate::protocol::adapter(v).is_none()) {
+        return Err(ConfigError::new(
+            "api_versions",
+            format!(
+                "`{unknown}` is not an ACP version this build knows ({})",
+                known_versions()
+            ),
+        ));
+    }
+    Ok(versions)
 }
 
 fn parse_secret_list(value: &str) -> Vec<Secret> {

@@ -11,11 +11,13 @@ use axum::{
 };
 use serde::Serialize;
 
-/// ACP `Error.type` for checkout (2026-04-17).
+/// ACP `Error.type` for checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     InvalidRequest,
+    /// Idempotency refusals before 2026-04-17 (removed from the enum in 2026-04-17).
+    RequestNotIdempotent,
     ProcessingError,
     ServiceUnavailable,
 }
@@ -78,6 +80,14 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The idempotency refusals carry the type their ACP version defines for them.
+    pub fn for_version(mut self, adapter: &dyn crate::protocol::Adapter) -> Self {
+        if self.code.starts_with("idempotency_") && adapter.idempotency_error_type() == "request_not_idempotent" {
+            self.error_type = ErrorType::RequestNotIdempotent;
+        }
         self
     }
 

@@ -106,6 +106,8 @@ pub enum StartupError {
     },
     #[error("payment provider: {0}")]
     Psp(String),
+    #[error("{0}")]
+    Protocol(#[from] crate::protocol::schema::SchemaError),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -151,6 +153,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         let simulator = (settings.psp == PspKind::Simulator).then(|| Simulator::new(db.clone()));
         let checkout = checkout(&settings, simulator.clone())?;
+        let settings_versions = settings.api_versions.clone();
         let wire = checkout.wire.clone();
         let state = AppState {
             settings: Arc::new(settings),
@@ -160,6 +163,7 @@ impl Application {
             wire,
             simulator,
             tasks: TaskTracker::new(),
+            protocol: Arc::new(crate::protocol::Protocol::new(&settings_versions)?),
         };
         Ok(Self { listener, state })
     }
@@ -179,13 +183,7 @@ impl Application {
         let Self { listener, state } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
-        if state.settings.migrate_on_start {
-            workers.spawn(db::migrate_until_done(
-                state.db.clone(),
-                state.settings.db_retry_interval,
-                shutdown.clone(),
-            ));
-        }
+        workers.spawn(prepare_database(state.clone(), shutdown.clone()));
         workers.spawn(sweep_expired_sessions(
             state.checkout.clone(),
             state.db.clone(),
@@ -243,6 +241,24 @@ impl Application {
         pool.close().await;
         tracing::info!("stopped");
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Migrates (when configured to), then applies the settings that live in the database: the environment agent's
+/// webhook version.
+async fn prepare_database(state: AppState, stop: CancellationToken) {
+    if state.settings.migrate_on_start {
+        db::migrate_until_done(state.db.clone(), state.settings.db_retry_interval, stop).await;
+    }
+    if let Some(version) = &state.settings.agent_webhook_api_version {
+        let applied = async {
+            let mut conn = state.db.acquire().await?;
+            crate::webhooks::outbox::set_agent_version(&mut conn, ENV_AGENT_ID, Some(version)).await
+        }
+        .await;
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, "could not apply ACP_AGENT_WEBHOOK_API_VERSION");
+        }
     }
 }
 

@@ -80,7 +80,7 @@ pub fn recompute(
     let requested_shipping = session
         .requested_selection
         .iter()
-        .find(|s| matches!(s.kind, FulfillmentKind::Shipping | FulfillmentKind::Pickup))
+        .find(|s| s.any_kind || matches!(s.kind, FulfillmentKind::Shipping | FulfillmentKind::Pickup))
         .map(|s| s.option_id.clone());
     let exempt = tax_exempt(session, destination.as_ref(), now);
     let pricing = Pricing {
@@ -424,7 +424,7 @@ fn apply_selection(
     for (i, wanted) in session.requested_selection.iter().enumerate() {
         match options
             .iter()
-            .find(|o| o.id == wanted.option_id && o.kind == wanted.kind)
+            .find(|o| o.id == wanted.option_id && (wanted.any_kind || o.kind == wanted.kind))
         {
             Some(option) => {
                 // item_ids may name items or line items (examples use both); keep those the option covers.
@@ -446,6 +446,7 @@ fn apply_selection(
                     kind: option.kind,
                     option_id: option.id.clone(),
                     item_ids,
+                    any_kind: false,
                 });
             }
             None => messages.push(Message::error(
@@ -467,6 +468,7 @@ fn apply_selection(
                 kind,
                 option_id: option.id.clone(),
                 item_ids: option.item_ids.clone(),
+                any_kind: false,
             });
         }
     }

@@ -111,6 +111,10 @@ pub struct SelectedOption {
     pub kind: FulfillmentKind,
     pub option_id: String,
     pub item_ids: Vec<String>,
+    /// The selection names an option by id alone (2025-09-29's `fulfillment_option_id`): it matches an option of
+    /// any kind, for every item that option covers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_kind: bool,
 }
 
 /// A money line as ACP `Total` carries it.

@@ -224,7 +224,7 @@ impl Checkout {
             permalink_url,
         });
         session.computed.messages.clear();
-        insert_order(conn, session, &order_id, payment_id, attempt.amount, captured).await?;
+        insert_order(conn, session, attempt, payment_id, captured).await?;
         save(conn, session).await?;
         Ok(())
     }
@@ -305,21 +305,23 @@ fn log_settlement(attempt: &Attempt, resolution: &Resolution, writer: Writer) {
 }
 
 /// Creates the order and its `order_create` event, in the completing transaction.
+/// The order's ACP version is the complete call's: its webhooks render in it unless the agent chose another.
 async fn insert_order(
     conn: &mut PgConnection,
     s: &Session,
-    order_id: &str,
+    attempt: &Attempt,
     payment_id: &str,
-    amount: i64,
     captured: bool,
 ) -> Result<(), sqlx::Error> {
+    let order_id = attempt.order_reference.as_str();
+    let amount = attempt.amount;
     let now = chrono::Utc::now();
     let permalink_url = s.order.as_ref().map(|o| o.permalink_url.clone()).unwrap_or_default();
     let order = Order {
         id: order_id.to_owned(),
         checkout_session_id: s.id.clone(),
         agent_id: s.agent_id.clone(),
-        api_version: s.api_version.clone(),
+        api_version: attempt.api_version.clone(),
         permalink_url,
         currency: s.currency.clone(),
         charge_id: payment_id.to_owned(),

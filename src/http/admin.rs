@@ -34,6 +34,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(put_rule_item).delete(delete_rule_item),
         )
         .route("/admin/agents/{id}", axum::routing::delete(disable_agent))
+        .route(
+            "/admin/agents/{id}/webhook-version",
+            axum::routing::put(put_webhook_version),
+        )
 }
 
 /// Proof that the caller holds the admin token. With no token configured the admin API is closed.
@@ -211,6 +215,37 @@ async fn disable_agent(
         return Err(ApiError::not_found("No such agent"));
     }
     Ok(Json(json!({"agent_id": id, "disabled": true})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct WebhookVersionIn {
+    /// An ACP version, or `null` to go back to the complete call's version.
+    api_version: Option<String>,
+}
+
+/// Chooses the ACP version an agent's order webhooks are rendered in (any agent id, the environment's
+/// `agent_default` included).
+async fn put_webhook_version(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = read_json(request, state.settings.max_body_bytes)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let WebhookVersionIn { api_version } = parse_value(body)?;
+    if let Some(v) = &api_version
+        && crate::protocol::adapter(v).is_none()
+    {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("Unknown ACP version '{v}'"))
+                .with_param("$.api_version"),
+        );
+    }
+    let mut conn = state.db.acquire().await?;
+    crate::webhooks::outbox::set_agent_version(&mut conn, &id, api_version.as_deref()).await?;
+    Ok(Json(json!({"agent_id": id, "webhook_api_version": api_version})).into_response())
 }
 
 /// The rules in force: the stored bundle and its version, or the configuration defaults (version 0).

@@ -11,7 +11,7 @@ use axum::{
 
 use super::{
     AppState,
-    extract::{AcpCall, AcpJson, read_json},
+    extract::{AcpBody, AcpCall, checked},
     idempotent::{self, MaybeIdempotency, into_response, json_response},
 };
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     },
     error::ApiError,
     idempotency::StoredResponse,
-    protocol::v2026_04_17::{self as wire, CompleteRequest, CreateRequest, UpdateRequest, WireError},
+    protocol::{Operation, WireError},
 };
 
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -101,8 +101,9 @@ impl From<CheckoutError> for ApiError {
     }
 }
 
-fn rendered(state: &AppState, status: StatusCode, session: &Session) -> StoredResponse {
-    json_response(status, &wire::render(session, &state.wire))
+/// The session as the caller's version shows it.
+fn rendered(state: &AppState, call: &AcpCall, status: StatusCode, session: &Session) -> StoredResponse {
+    json_response(status, &call.adapter.render(session, &state.wire))
 }
 
 /// Sends `response` after storing it as the idempotent answer in the same transaction as the business write.
@@ -120,22 +121,22 @@ async fn create(
     State(state): State<AppState>,
     call: AcpCall,
     idem: MaybeIdempotency,
-    AcpJson(body): AcpJson<CreateRequest>,
+    AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = body.into_input()?;
+    let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
     let mut tx = state.db.begin().await?;
     let session = state
         .checkout
         .create(&mut tx, &call.agent_id, call.version, input)
         .await?;
     tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
-    commit_with(tx, &idem, rendered(&state, StatusCode::CREATED, &session)).await
+    commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
 }
 
 async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
     let mut conn = state.db.acquire().await?;
     let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
-    Ok(into_response(rendered(&state, StatusCode::OK, &session)))
+    Ok(into_response(rendered(&state, &call, StatusCode::OK, &session)))
 }
 
 async fn update(
@@ -143,12 +144,12 @@ async fn update(
     call: AcpCall,
     idem: MaybeIdempotency,
     Path(id): Path<String>,
-    AcpJson(body): AcpJson<UpdateRequest>,
+    AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = body.into_input()?;
+    let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
     let mut tx = state.db.begin().await?;
     let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
-    commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await
+    commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
 }
 
 async fn cancel(
@@ -156,17 +157,17 @@ async fn cancel(
     call: AcpCall,
     idem: MaybeIdempotency,
     Path(id): Path<String>,
-    request: Request,
+    AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    // The body is optional ({intent_trace}); when present it must still be JSON.
-    let _ = read_json(request, state.settings.max_body_bytes).await?;
+    // The body is optional ({intent_trace}); when present it must match the version's schema.
+    checked(&state, &call, Operation::Cancel, body)?;
     state
         .checkout
         .retire_waiting_payment(&state.db, &call.agent_id, &id)
         .await?;
     let mut tx = state.db.begin().await?;
     let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
-    commit_with(tx, &idem, rendered(&state, StatusCode::OK, &session)).await
+    commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
 }
 
 /// Complete: the saga is [`crate::checkout::complete`]; this handler maps the request in and the answer out. The
@@ -177,9 +178,12 @@ async fn complete(
     call: AcpCall,
     idem: MaybeIdempotency,
     Path(id): Path<String>,
-    AcpJson(body): AcpJson<CompleteRequest>,
+    AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = body.into_input()?;
+    let input = call
+        .adapter
+        .complete(checked(&state, &call, Operation::Complete, body)?)?;
+    let adapter = call.adapter;
     let complete_call = CompleteCall {
         agent_id: call.agent_id,
         session_id: id,
@@ -193,7 +197,9 @@ async fn complete(
         .tasks
         .spawn(async move { checkout.complete(&pool, &complete_call).await });
     match saga.await {
-        Ok(answer) => Ok(into_response(answer?)),
+        Ok(answer) => Ok(into_response(
+            answer.map_err(|e| ApiError::from(e).for_version(adapter))?,
+        )),
         Err(e) => {
             tracing::error!(error = %e, "the complete task failed");
             Err(ApiError::internal())

@@ -11,16 +11,30 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::{error::ApiError, jsonpath, protocol::SUPPORTED_VERSIONS};
+use crate::{
+    error::ApiError,
+    jsonpath,
+    protocol::{Adapter, Operation},
+};
 
 /// The id of the agent configured through the environment.
 pub const ENV_AGENT_ID: &str = "agent_default";
 
 /// An authenticated ACP request: who is calling, in which version.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AcpCall {
     pub agent_id: String,
     pub version: &'static str,
+    pub adapter: &'static dyn Adapter,
+}
+
+impl std::fmt::Debug for AcpCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcpCall")
+            .field("agent_id", &self.agent_id)
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -50,9 +64,9 @@ async fn agent_for(state: &AppState, key: &str) -> Result<Option<String>, ApiErr
     Ok(id)
 }
 
-fn version_error(code: &'static str, message: String) -> ApiError {
+fn version_error(state: &AppState, code: &'static str, message: String) -> ApiError {
     let mut e = ApiError::new(StatusCode::BAD_REQUEST, code, message);
-    e.supported_versions = Some(SUPPORTED_VERSIONS.to_vec());
+    e.supported_versions = Some(state.protocol.versions());
     e
 }
 
@@ -69,35 +83,43 @@ impl FromRequestParts<AppState> for AcpCall {
         let version = match parts.headers.get("api-version").map(|v| v.to_str()) {
             None => {
                 return Err(version_error(
+                    state,
                     "missing_api_version",
                     "The API-Version header is required".into(),
                 ));
             }
-            Some(Ok(v)) => SUPPORTED_VERSIONS
-                .iter()
-                .copied()
-                .find(|s| *s == v.trim())
-                .ok_or_else(|| {
-                    version_error(
-                        "unsupported_api_version",
-                        format!("API version '{}' is not supported", v.trim()),
-                    )
-                })?,
+            Some(Ok(v)) => state.protocol.enabled(v.trim()).ok_or_else(|| {
+                version_error(
+                    state,
+                    "unsupported_api_version",
+                    format!("API version '{}' is not supported", v.trim()),
+                )
+            })?,
             Some(Err(_)) => {
                 return Err(version_error(
+                    state,
                     "unsupported_api_version",
                     "API-Version is not readable text".into(),
                 ));
             }
         };
-        if parts.method == Method::POST && !parts.headers.contains_key("idempotency-key") {
+        let adapter = version;
+        let version = adapter.version();
+        if parts.method == Method::POST
+            && adapter.idempotency_key_required()
+            && !parts.headers.contains_key("idempotency-key")
+        {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "idempotency_key_required",
                 "Idempotency-Key header is required on all POST requests",
             ));
         }
-        Ok(Self { agent_id, version })
+        Ok(Self {
+            agent_id,
+            version,
+            adapter,
+        })
     }
 }
 
@@ -212,4 +234,37 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for AcpJsonOrDefault<T
             None => Ok(AcpJsonOrDefault(T::default())),
         }
     }
+}
+
+/// A checkout request body, read as JSON (absent for an empty body). Validated against the version's schema by
+/// [`checked`] before any typed parsing.
+pub struct AcpBody(pub Option<serde_json::Value>);
+
+impl FromRequest<AppState> for AcpBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        read_json(request, state.settings.max_body_bytes).await.map(AcpBody)
+    }
+}
+
+/// The body of `operation`, checked against the request schema of the call's version. Cancel's body is optional
+/// (an absent one is `{}`); every other operation needs one.
+pub fn checked(
+    state: &AppState,
+    call: &AcpCall,
+    operation: Operation,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ApiError> {
+    let body = match (body, operation) {
+        (Some(body), _) => body,
+        (None, Operation::Cancel) => serde_json::json!({}),
+        (None, _) => {
+            return Err(
+                ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON request body is required").with_param("$"),
+            );
+        }
+    };
+    state.protocol.schemas.check(call.version, operation, &body)?;
+    Ok(body)
 }

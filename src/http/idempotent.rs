@@ -182,10 +182,17 @@ async fn claim_and_run(
         lease: state.settings.idempotency_lease,
         retention: state.settings.idempotency_retention,
     };
-    let version = parts.extensions.get::<AcpCall>().map(|c| c.version);
-    let begun = idempotency::begin(&state.db, &scope, &idempotency::fingerprint(&bytes), policy, version)
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+    let adapter = parts.extensions.get::<AcpCall>().map(|c| c.adapter);
+    let version = adapter;
+    let begun = idempotency::begin(
+        &state.db,
+        &scope,
+        &idempotency::fingerprint(&bytes),
+        policy,
+        adapter.map(|a| a.version()),
+    )
+    .await
+    .map_err(|e| ApiError::from(e).into_response())?;
     let claim = match begun {
         Begin::Proceed(claim) => claim,
         Begin::Replay(stored) => {
@@ -195,14 +202,14 @@ async fn claim_and_run(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
-        Begin::InFlight { retry_after_secs } => return Err(in_flight(retry_after_secs).into_response()),
+        Begin::InFlight { retry_after_secs } => return Err(versioned(in_flight(retry_after_secs), version)),
         Begin::Conflict => {
-            return Err(ApiError::new(
+            let conflict = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_conflict",
                 "Idempotency-Key has already been used with a different request body",
-            )
-            .into_response());
+            );
+            return Err(versioned(conflict, version));
         }
     };
     let heartbeat = keep_alive(state, &claim);
@@ -281,4 +288,12 @@ async fn settle(state: &AppState, guard: &ClaimHandle, response: Response) -> Re
         tracing::warn!(error = %e, "could not store an idempotent response; the key frees at lease end");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// An idempotency refusal in the `Error.type` of the caller's ACP version (admin calls have none).
+fn versioned(error: ApiError, adapter: Option<&'static dyn crate::protocol::Adapter>) -> Response {
+    match adapter {
+        Some(adapter) => error.for_version(adapter).into_response(),
+        None => error.into_response(),
+    }
 }

@@ -22,7 +22,11 @@ use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    checkout::service::Checkout, config::Settings, error::ApiError, protocol::WireContext, psp::simulator::Simulator,
+    checkout::service::Checkout,
+    config::Settings,
+    error::ApiError,
+    protocol::{Protocol, WireContext},
+    psp::simulator::Simulator,
 };
 
 /// What every handler can reach.
@@ -38,13 +42,15 @@ pub struct AppState {
     pub simulator: Option<Simulator>,
     /// Work that must finish even if its client goes away (complete sagas); shutdown waits for it.
     pub tasks: TaskTracker,
+    /// The ACP versions served, with their compiled request schemas.
+    pub protocol: Arc<Protocol>,
 }
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi/2026-04-17.json", get(openapi_2026_04_17))
+        .route("/openapi/{document}", get(openapi_document))
         .merge(checkout::router(&state))
         .merge(admin::router())
         .merge(admin_orders::router(&state))
@@ -60,12 +66,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The project's own description of what it serves for 2026-04-17 (no auth: it is documentation).
-async fn openapi_2026_04_17() -> impl axum::response::IntoResponse {
-    (
+/// The project's own description of what it serves for one ACP version, `GET /openapi/<version>.json` (no auth:
+/// it is documentation). Only served versions have one.
+async fn openapi_document(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(document): axum::extract::Path<String>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let adapter = document
+        .strip_suffix(".json")
+        .and_then(|version| state.protocol.enabled(version))
+        .ok_or_else(|| ApiError::not_found("No such resource"))?;
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../../openapi/2026-04-17.json"),
-    )
+        adapter.openapi(),
+    ))
 }
 
 async fn not_found() -> ApiError {

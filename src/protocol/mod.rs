@@ -1,13 +1,115 @@
-//! The ACP wire, per version, below both the HTTP layer and (later) the webhook worker. Each version module
-//! parses requests into the canonical inputs of `checkout::service` and renders the canonical session.
+//! The ACP wire, per version, below both the HTTP layer and the webhook outbox. Each version module (an
+//! [`Adapter`]) parses requests — already validated against its own OpenAPI request schemas ([`schema`]) — into
+//! the canonical inputs of `checkout::service`, and renders the canonical session and order strictly in its shape.
 
+pub mod legacy;
+pub mod schema;
 pub mod v2026_04_17;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Versions served, newest first (the order `supported_versions` lists them in).
+use crate::{
+    checkout::{
+        model::Session,
+        service::{CompleteInput, CreateInput, UpdateInput},
+    },
+    orders::model::Order,
+};
+
+/// One ACP version on the wire: how its requests become the canonical inputs and how the canonical session and
+/// order look to its agents. Adding a version is one module implementing this, one OpenAPI document
+/// (`openapi/<version>.json`) and one line in [`ADAPTERS`].
+pub trait Adapter: Send + Sync {
+    /// The `API-Version` value, e.g. `2026-04-17`.
+    fn version(&self) -> &'static str;
+    /// This project's OpenAPI document for the version: served at `GET /openapi/<version>.json`, and the source
+    /// of the request schemas every body is validated against before it is parsed.
+    fn openapi(&self) -> &'static str;
+    /// Whether every POST must carry an `Idempotency-Key` (2026-04-17 on); before, it is optional.
+    fn idempotency_key_required(&self) -> bool;
+    /// The `Error.type` of an idempotency refusal (409 in flight, 422 conflict).
+    fn idempotency_error_type(&self) -> &'static str {
+        "invalid_request"
+    }
+    fn create(&self, body: Value) -> Result<CreateInput, WireError>;
+    fn update(&self, body: Value) -> Result<UpdateInput, WireError>;
+    fn complete(&self, body: Value) -> Result<CompleteInput, WireError>;
+    /// The session as this version's `CheckoutSession` (with `order` once completed).
+    fn render(&self, session: &Session, ctx: &WireContext) -> Value;
+    /// The body of an order webhook (`order_create` / `order_update`) in this version's shape.
+    fn webhook_body(&self, event_type: &str, order: &Order) -> Value;
+}
+
+/// Every version this build can serve, newest first (the order `supported_versions` lists them in).
+pub static ADAPTERS: &[&dyn Adapter] = &[&v2026_04_17::V2026_04_17];
+
+/// Versions served unless `ACP_API_VERSIONS` narrows them.
 pub const SUPPORTED_VERSIONS: &[&str] = &[v2026_04_17::VERSION];
+
+/// The adapter of `version`, among every version this build knows.
+pub fn adapter(version: &str) -> Option<&'static dyn Adapter> {
+    ADAPTERS.iter().copied().find(|a| a.version() == version)
+}
+
+/// The request an operation validates against (names of this project's OpenAPI components).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Complete,
+    Cancel,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [Self::Create, Self::Update, Self::Complete, Self::Cancel];
+
+    pub fn schema_name(self) -> &'static str {
+        match self {
+            Self::Create => "CheckoutSessionCreateRequest",
+            Self::Update => "CheckoutSessionUpdateRequest",
+            Self::Complete => "CheckoutSessionCompleteRequest",
+            Self::Cancel => "CancelSessionRequest",
+        }
+    }
+}
+
+/// A request problem the HTTP layer turns into a 400 with `param`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    pub code: &'static str,
+    pub param: String,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: "invalid",
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: "missing",
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a body that already passed its schema into the adapter's typed request (the schema and the types
+/// agree, so a failure here is rare; it is still a precise 400, never a 5xx).
+pub fn typed<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, WireError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        WireError::invalid(
+            crate::jsonpath::from_serde_path(e.path()),
+            format!("Invalid value: {}", e.inner()),
+        )
+    })
+}
 
 /// Shop-level facts every rendering needs, built once from configuration.
 #[derive(Debug, Clone)]
@@ -27,14 +129,41 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// The webhook body for `order`, in the ACP version of the session it came from (the only one served today is
-/// 2026-04-17; older versions get their own shapes with the all-versions work).
-pub fn webhook_body(event_type: &str, order: &crate::orders::model::Order) -> Value {
-    v2026_04_17::webhook_body(event_type, order)
+/// The webhook body for `order` in `version` (the newest version's shape when the version is unknown).
+pub fn webhook_body(version: &str, event_type: &str, order: &Order) -> Value {
+    adapter(version).unwrap_or(ADAPTERS[0]).webhook_body(event_type, order)
 }
 
 /// The session as an agent of `version` sees it (every version renders from the one canonical session).
-pub fn render_session(_version: &str, session: &crate::checkout::model::Session, ctx: &WireContext) -> Value {
-    // Only 2026-04-17 is served today; older versions get their adapters with the all-versions work.
-    v2026_04_17::render(session, ctx)
+pub fn render_session(version: &str, session: &Session, ctx: &WireContext) -> Value {
+    adapter(version).unwrap_or(ADAPTERS[0]).render(session, ctx)
+}
+
+/// The versions this process serves, with their compiled request schemas.
+pub struct Protocol {
+    enabled: Vec<&'static dyn Adapter>,
+    pub schemas: schema::RequestSchemas,
+}
+
+impl Protocol {
+    /// Serves `versions` (each must be known; newest first is kept whatever the order given).
+    pub fn new(versions: &[String]) -> Result<Self, schema::SchemaError> {
+        let enabled: Vec<&'static dyn Adapter> = ADAPTERS
+            .iter()
+            .copied()
+            .filter(|a| versions.iter().any(|v| v == a.version()))
+            .collect();
+        let schemas = schema::RequestSchemas::compile(&enabled)?;
+        Ok(Self { enabled, schemas })
+    }
+
+    /// The adapter of `version` if this process serves it.
+    pub fn enabled(&self, version: &str) -> Option<&'static dyn Adapter> {
+        self.enabled.iter().copied().find(|a| a.version() == version)
+    }
+
+    /// The served versions, newest first.
+    pub fn versions(&self) -> Vec<&'static str> {
+        self.enabled.iter().map(|a| a.version()).collect()
+    }
 }

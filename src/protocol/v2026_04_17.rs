@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{WireContext, double_option};
+use super::{Adapter, WireContext, WireError, double_option, typed};
 use crate::checkout::{
     model::{
         Address, Buyer, FulfillmentDetails, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind,
@@ -26,19 +26,46 @@ pub const VERSION: &str = "2026-04-17";
 /// cannot overflow.
 pub const MAX_QUANTITY: i64 = 99_999;
 
-/// A request problem the HTTP layer turns into a 400 with `param`.
-#[derive(Debug)]
-pub struct WireError {
-    pub code: &'static str,
-    pub param: String,
-    pub message: String,
+fn invalid(param: impl Into<String>, message: impl Into<String>) -> WireError {
+    WireError::invalid(param, message)
 }
 
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> WireError {
-    WireError {
-        code: "invalid",
-        param: param.into(),
-        message: message.into(),
+/// The 2026-04-17 adapter.
+pub struct V2026_04_17;
+
+pub static V2026_04_17_DOC: &str = include_str!("../../openapi/2026-04-17.json");
+
+impl Adapter for V2026_04_17 {
+    fn version(&self) -> &'static str {
+        VERSION
+    }
+
+    fn openapi(&self) -> &'static str {
+        V2026_04_17_DOC
+    }
+
+    fn idempotency_key_required(&self) -> bool {
+        true
+    }
+
+    fn create(&self, body: Value) -> Result<CreateInput, WireError> {
+        typed::<CreateRequest>(body)?.into_input()
+    }
+
+    fn update(&self, body: Value) -> Result<UpdateInput, WireError> {
+        typed::<UpdateRequest>(body)?.into_input()
+    }
+
+    fn complete(&self, body: Value) -> Result<CompleteInput, WireError> {
+        typed::<CompleteRequest>(body)?.into_input()
+    }
+
+    fn render(&self, session: &Session, ctx: &WireContext) -> Value {
+        render(session, ctx)
+    }
+
+    fn webhook_body(&self, event_type: &str, order: &crate::orders::model::Order) -> Value {
+        webhook_body(event_type, order)
     }
 }
 
@@ -75,12 +102,49 @@ fn codes(discounts: Option<DiscountsIn>, coupons: Option<Vec<String>>) -> Option
     discounts.map(|d| d.codes).or(coupons)
 }
 
+/// A selection, flat (`{type, option_id, item_ids}`) or nested as 2025-12-12 sent it
+/// (`{type, shipping: {option_id, item_ids}}`; DIGEST §14 item 19).
 #[derive(Debug, Deserialize)]
 pub struct SelectedIn {
     #[serde(rename = "type")]
     pub kind: FulfillmentKind,
+    #[serde(default)]
+    pub option_id: Option<String>,
+    #[serde(default)]
+    pub item_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub shipping: Option<NestedSelectionIn>,
+    #[serde(default)]
+    pub digital: Option<NestedSelectionIn>,
+    #[serde(default)]
+    pub pickup: Option<NestedSelectionIn>,
+    #[serde(default)]
+    pub local_delivery: Option<NestedSelectionIn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NestedSelectionIn {
     pub option_id: String,
+    #[serde(default)]
     pub item_ids: Vec<String>,
+}
+
+impl SelectedIn {
+    pub fn into_selection(self) -> SelectedOption {
+        let nested = match self.kind {
+            FulfillmentKind::Shipping => self.shipping,
+            FulfillmentKind::Digital => self.digital,
+            FulfillmentKind::Pickup => self.pickup,
+            FulfillmentKind::LocalDelivery => self.local_delivery,
+        };
+        let (nested_id, nested_items) = nested.map_or((None, None), |n| (Some(n.option_id), Some(n.item_ids)));
+        SelectedOption {
+            kind: self.kind,
+            option_id: self.option_id.or(nested_id).unwrap_or_default(),
+            item_ids: self.item_ids.or(nested_items).unwrap_or_default(),
+            any_kind: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,15 +319,9 @@ impl UpdateRequest {
             items: self.line_items.map(items).transpose()?,
             buyer: self.buyer,
             fulfillment_details: self.fulfillment_details,
-            selection: self.selected_fulfillment_options.map(|s| {
-                s.into_iter()
-                    .map(|o| SelectedOption {
-                        kind: o.kind,
-                        option_id: o.option_id,
-                        item_ids: o.item_ids,
-                    })
-                    .collect()
-            }),
+            selection: self
+                .selected_fulfillment_options
+                .map(|s| s.into_iter().map(SelectedIn::into_selection).collect()),
             order_notes: self.order_notes,
         })
     }
@@ -285,10 +343,11 @@ impl CompleteRequest {
                     .authentication_result
                     .as_ref()
                     .and_then(|a| a.outcome_details.as_ref())
-                    .ok_or_else(|| WireError {
-                        code: "missing",
-                        param: "$.authentication_result.outcome_details".into(),
-                        message: "outcome_details is required when authentication succeeded".into(),
+                    .ok_or_else(|| {
+                        WireError::missing(
+                            "$.authentication_result.outcome_details",
+                            "outcome_details is required when authentication succeeded",
+                        )
                     })?;
                 Some(AuthenticationOutcome::Authenticated(ThreeDsData {
                     cryptogram: details.three_ds_cryptogram.clone(),
@@ -318,14 +377,14 @@ impl CompleteRequest {
     }
 }
 
-fn totals(totals: &[Total]) -> Vec<Value> {
+pub(crate) fn totals(totals: &[Total]) -> Vec<Value> {
     totals
         .iter()
         .map(|t| json!({"type": t.kind, "display_text": t.display_text, "amount": t.amount}))
         .collect()
 }
 
-fn line(l: &Line) -> Value {
+pub(crate) fn line(l: &Line) -> Value {
     let mut v = json!({
         "id": l.id,
         "item": {"id": l.item_id},
@@ -361,7 +420,7 @@ fn line(l: &Line) -> Value {
     v
 }
 
-fn fulfillment_option(o: &FulfillmentOption) -> Value {
+pub(crate) fn fulfillment_option(o: &FulfillmentOption) -> Value {
     let label = if o.kind == FulfillmentKind::Shipping {
         "Shipping"
     } else {
@@ -398,7 +457,7 @@ fn fulfillment_option(o: &FulfillmentOption) -> Value {
     v
 }
 
-fn message(m: &Message) -> Value {
+pub(crate) fn message(m: &Message) -> Value {
     let kind = match m.kind {
         MessageKind::Info => "info",
         MessageKind::Warning => "warning",
@@ -414,7 +473,7 @@ fn message(m: &Message) -> Value {
 }
 
 /// The discount extension is active when the agent declared it, or sent codes anyway.
-fn discount_extension_active(s: &Session) -> bool {
+pub(crate) fn discount_extension_active(s: &Session) -> bool {
     s.agent_extensions
         .iter()
         .any(|e| e == "discount" || e.starts_with("discount@"))
@@ -422,7 +481,7 @@ fn discount_extension_active(s: &Session) -> bool {
 }
 
 /// `DiscountsResponse`: the codes as sent, what applied (with per-line allocations) and what was rejected.
-fn discounts(s: &Session) -> Value {
+pub(crate) fn discounts(s: &Session) -> Value {
     let applied: Vec<Value> = s
         .computed
         .applied_discounts

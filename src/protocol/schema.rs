@@ -1,0 +1,132 @@
+//! Schema-first validation: every request body is checked against the request schema of its version in this
+//! project's own `openapi/<version>.json` before it is parsed into typed structs. The documents are compiled once,
+//! at start-up; the tolerated deviations from the official schemas are written into them, so the document an agent
+//! reads and the behaviour it meets cannot drift apart.
+//!
+//! A violation becomes a 400: `missing` for an absent required field, `invalid` for everything else, with the
+//! validator's instance location as an RFC 9535 JSONPath `param` and a message a person can act on.
+
+use std::collections::HashMap;
+
+use jsonschema::{Validator, error::ValidationErrorKind};
+use serde_json::{Value, json};
+
+use super::{Adapter, Operation, WireError};
+
+/// Longest message text taken from the validator (it may quote the offending value).
+const MAX_DETAIL_CHARS: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+#[error("openapi/{version}.json: {problem}")]
+pub struct SchemaError {
+    pub version: &'static str,
+    pub problem: String,
+}
+
+/// The compiled request schemas of every enabled version.
+pub struct RequestSchemas {
+    validators: HashMap<(&'static str, Operation), Validator>,
+}
+
+impl RequestSchemas {
+    pub fn compile(adapters: &[&'static dyn Adapter]) -> Result<Self, SchemaError> {
+        let mut validators = HashMap::new();
+        for adapter in adapters {
+            let version = adapter.version();
+            let doc: Value = serde_json::from_str(adapter.openapi()).map_err(|e| SchemaError {
+                version,
+                problem: format!("not JSON: {e}"),
+            })?;
+            for operation in Operation::ALL {
+                validators.insert((version, operation), compile_one(version, &doc, operation)?);
+            }
+        }
+        Ok(Self { validators })
+    }
+
+    /// Checks `body` against the request schema of `operation` in `version`.
+    pub fn check(&self, version: &str, operation: Operation, body: &Value) -> Result<(), WireError> {
+        let Some(validator) = self.validators.get(&(version, operation)) else {
+            return Ok(());
+        };
+        match validator.iter_errors(body).next() {
+            None => Ok(()),
+            Some(error) => Err(to_wire_error(&error)),
+        }
+    }
+}
+
+fn compile_one(version: &'static str, doc: &Value, operation: Operation) -> Result<Validator, SchemaError> {
+    let name = operation.schema_name();
+    if doc["components"]["schemas"].get(name).is_none() {
+        return Err(SchemaError {
+            version,
+            problem: format!("no components.schemas.{name}"),
+        });
+    }
+    let wrapper = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&wrapper)
+        .map_err(|e| SchemaError {
+            version,
+            problem: format!("{name} does not compile: {e}"),
+        })
+}
+
+fn to_wire_error(error: &jsonschema::ValidationError<'_>) -> WireError {
+    let at = pointer_to_jsonpath(error.instance_path().as_str());
+    match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            let param = crate::jsonpath::member(&at, name);
+            WireError::missing(param.clone(), format!("{param} is required"))
+        }
+        _ => {
+            let mut detail: String = error.to_string().chars().take(MAX_DETAIL_CHARS).collect();
+            if detail.chars().count() == MAX_DETAIL_CHARS {
+                detail.push('…');
+            }
+            WireError::invalid(at.clone(), format!("{at}: {detail}"))
+        }
+    }
+}
+
+/// `/a/0/b~1c` → `$.a[0]['b/c']`.
+pub fn pointer_to_jsonpath(pointer: &str) -> String {
+    let mut out = String::from("$");
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            crate::jsonpath::push_member(&mut out, &segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_become_jsonpaths() {
+        assert_eq!(pointer_to_jsonpath(""), "$");
+        assert_eq!(pointer_to_jsonpath("/line_items/0/id"), "$.line_items[0].id");
+        assert_eq!(pointer_to_jsonpath("/a~1b/c d"), "$['a/b']['c d']");
+    }
+
+    #[test]
+    fn every_adapter_document_compiles() {
+        let schemas = RequestSchemas::compile(super::super::ADAPTERS).expect("compiles");
+        assert_eq!(
+            schemas.validators.len(),
+            super::super::ADAPTERS.len() * Operation::ALL.len()
+        );
+    }
+}
