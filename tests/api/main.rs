@@ -18,4 +18,5 @@ mod readiness;
 mod shutdown;
 mod stock;
 mod stripe;
+mod v2026_04_17;
 mod webhooks;
