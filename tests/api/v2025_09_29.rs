@@ -1,8 +1,8 @@
 //! ACP 2025-09-29 agents: the whole checkout in that version's shapes, its request deviations (whole-unit
 //! quantities, an optional Idempotency-Key, a cancel without body), business messages and errors in its
-//! vocabulary, a 3-D Secure card it cannot authenticate, the official examples of the version, and our own
-//! `openapi/2025-09-29.json`. Every session and error received is validated against both the official 2025-09-29
-//! JSON Schema and our document.
+//! vocabulary, a 3-D Secure card it cannot authenticate, the official examples of the version, and where our
+//! `openapi/2025-09-29.json` departs from the official requests. Every session and error received is validated
+//! against both the official 2025-09-29 JSON Schema and our document (`own_openapi.rs` checks the document).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,46 +12,13 @@ use serde_json::{Value, json};
 use crate::{
     helpers::{AGENT_KEY, TestApp, spawn_app},
     lifecycle::{HEADLAMP_LIMIT_2, MAP_PACK, TEE, address, count, payment, stock},
-    official::{assert_valid, assert_valid_session, examples, spec_dir},
+    official::{assert_valid, examples, spec_dir},
 };
 
 const VERSION: &str = "2025-09-29";
-const DOC: &str = include_str!("../../openapi/2025-09-29.json");
 
-fn doc() -> &'static Value {
-    static DOC_VALUE: OnceLock<Value> = OnceLock::new();
-    DOC_VALUE.get_or_init(|| serde_json::from_str(DOC).expect("openapi/2025-09-29.json is JSON"))
-}
-
-fn validator(def: &str) -> jsonschema::Validator {
-    let schema = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": format!("#/components/schemas/{def}"),
-        "components": doc()["components"],
-    });
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("our 2025-09-29 schema {def} does not compile: {e}"))
-}
-
-/// Panics unless `value` matches `def` (`CheckoutSession` or `Error`) of our 2025-09-29 document.
 fn assert_matches_our_doc(def: &str, value: &Value) {
-    static SESSION: OnceLock<jsonschema::Validator> = OnceLock::new();
-    static ERROR: OnceLock<jsonschema::Validator> = OnceLock::new();
-    let v = match def {
-        "CheckoutSession" => SESSION.get_or_init(|| validator("CheckoutSession")),
-        "Error" => ERROR.get_or_init(|| validator("Error")),
-        other => panic!("no cached validator for {other}"),
-    };
-    let errors: Vec<String> = v
-        .iter_errors(value)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "body does not match our 2025-09-29 openapi {def}: {errors:?}\n{value:#}"
-    );
+    crate::own_openapi::assert_matches_doc(VERSION, def, value);
 }
 
 /// A request as a 2025-09-29 agent sends it: bearer key, `API-Version`, and on POST a fresh `Idempotency-Key`.
@@ -74,12 +41,7 @@ fn post_without_key(app: &TestApp, path: &str, body: &Value) -> RequestBuilder {
 
 /// A session body, checked against the official 2025-09-29 schema and ours.
 async fn session(response: Response, expected: StatusCode) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.expect("JSON body");
-    assert_eq!(status, expected, "unexpected status; body: {body:#}");
-    assert_valid_session(VERSION, &body);
-    assert_matches_our_doc("CheckoutSession", &body);
-    body
+    crate::lifecycle::session_in(VERSION, response, expected).await
 }
 
 /// An error body, checked against both schemas and the expected code and param (`Some(None)`: no param).
@@ -823,66 +785,13 @@ async fn official_2025_09_29_examples_are_answered_as_documented() {
     assert!(completed["order"]["id"].is_string());
 }
 
-#[tokio::test]
-async fn our_document_is_served_as_written() {
-    let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/openapi/2025-09-29.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), DOC);
-}
-
-#[test]
-fn every_schema_of_our_document_compiles() {
-    for name in doc()["components"]["schemas"].as_object().unwrap().keys() {
-        validator(name);
-    }
-}
-
-#[test]
-fn our_document_matches_the_official_operations() {
-    let Some(dir) = spec_dir() else { return };
-    let path = dir.join("spec/2025-09-29/openapi/openapi.agentic_checkout.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let official: Value = serde_yaml_ng::from_str(&text).expect("official OpenAPI parses");
-    let ours = doc();
-    let mut checked = 0;
-    for (path, item) in official["paths"].as_object().unwrap() {
-        for method in ["get", "post"] {
-            let Some(op) = item.get(method) else { continue };
-            let mine = &ours["paths"][path][method];
-            assert!(mine.is_object(), "we do not describe {method} {path}");
-            assert_eq!(mine["operationId"], op["operationId"], "{method} {path}");
-            let success = op["responses"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .find(|k| k.starts_with('2'))
-                .unwrap();
-            assert!(
-                mine["responses"][success].is_object(),
-                "{method} {path} lacks its {success}"
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 5, "the five checkout operations");
-    let parameters = &ours["components"]["parameters"];
-    assert_eq!(parameters["APIVersion"]["schema"]["enum"], json!([VERSION]));
-    assert_eq!(parameters["IdempotencyKey"]["required"], json!(false));
-}
-
 #[test]
 fn our_request_schemas_agree_with_the_official_ones_except_where_documented() {
     let Some(official) = crate::official::schemas(VERSION) else {
         return;
     };
-    let create = validator("CheckoutSessionCreateRequest");
-    let complete = validator("CheckoutSessionCompleteRequest");
+    let create = crate::own_openapi::validator(VERSION, "CheckoutSessionCreateRequest");
+    let complete = crate::own_openapi::validator(VERSION, "CheckoutSessionCompleteRequest");
     let official_body = |def: &str, body: &Value| official.validate(def, body).is_ok();
     let cases = [
         json!({"items": [{"id": "a", "quantity": 1}]}),
