@@ -17,13 +17,10 @@ use crate::{
     http::extract::ENV_AGENT_ID,
     http::{self, AppState},
     pricing::store::RulesCache,
-    protocol::WireContext,
+    protocol::{CARD_HANDLER_ID, WireContext},
     psp::{Psp, simulator::Simulator, stripe::Stripe},
     webhooks::worker::WorkerConfig,
 };
-
-/// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens).
-pub const CARD_HANDLER_ID: &str = "card_tokenized";
 
 fn card_handler(settings: &Settings) -> Value {
     let environment = if settings.psp == PspKind::Simulator {

@@ -109,7 +109,9 @@ pub struct CreateInput {
     pub items: Vec<RequestedItem>,
     pub agent_extensions: Vec<String>,
     pub discount_codes: Vec<String>,
-    pub currency: String,
+    /// `None` for versions whose create request carries no currency (before 2026-01-30): the session takes the
+    /// currency its items are priced in (see [`session_currency`]).
+    pub currency: Option<String>,
     pub buyer: Option<Buyer>,
     pub fulfillment_details: Option<FulfillmentDetails>,
     pub agent_interventions: Vec<String>,
@@ -152,13 +154,18 @@ impl Checkout {
     ) -> Result<Session, CheckoutError> {
         let items = stock::merge_duplicates(input.items);
         let catalog = load_catalog(conn, &items).await?;
+        let rules = self.rules.current(conn).await?;
+        let currency = match input.currency {
+            Some(currency) => currency.to_ascii_lowercase(),
+            None => session_currency(&items, &catalog, &rules),
+        };
         let now = Utc::now();
         let mut session = Session {
             id: format!("cs_{}", uuid::Uuid::now_v7().simple()),
             agent_id: agent_id.to_owned(),
             api_version: api_version.to_owned(),
             status: Status::NotReadyForPayment,
-            currency: input.currency.to_ascii_lowercase(),
+            currency,
             items,
             buyer: input.buyer,
             fulfillment_details: input.fulfillment_details,
@@ -177,7 +184,6 @@ impl Checkout {
             updated_at: now,
             expires_at: now + self.session_ttl,
         };
-        let rules = self.rules.current(conn).await?;
         let redemptions = redemption_counts(conn, &rules, &session, false).await?;
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         insert(conn, &session).await?;
@@ -327,6 +333,23 @@ impl Checkout {
         }
         Ok(expired)
     }
+}
+
+/// The currency of a session created without one: that of the first requested item with a price, else the
+/// pricing rules' currency, else US dollars (the store's default).
+fn session_currency(
+    items: &[RequestedItem],
+    catalog: &HashMap<String, VariantRow>,
+    rules: &crate::pricing::Rules,
+) -> String {
+    items
+        .iter()
+        .filter_map(|i| catalog.get(&i.item_id))
+        .find(|v| v.price_amount.is_some())
+        .and_then(|v| v.currency.clone())
+        .or_else(|| rules.currency.clone())
+        .unwrap_or_else(|| "usd".to_owned())
+        .to_ascii_lowercase()
 }
 
 fn buyer_email(session: &Session) -> Option<&str> {

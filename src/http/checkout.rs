@@ -123,20 +123,29 @@ async fn create(
     idem: MaybeIdempotency,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
-    let mut tx = state.db.begin().await?;
-    let session = state
-        .checkout
-        .create(&mut tx, &call.agent_id, call.version, input)
-        .await?;
-    tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
-    commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
+    let adapter = call.adapter;
+    async {
+        let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
+        let mut tx = state.db.begin().await?;
+        let session = state
+            .checkout
+            .create(&mut tx, &call.agent_id, call.version, input)
+            .await?;
+        tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
+        commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
+    }
+    .await
+    .map_err(|e| e.for_version(adapter))
 }
 
 async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
-    Ok(into_response(rendered(&state, &call, StatusCode::OK, &session)))
+    async {
+        let mut conn = state.db.acquire().await?;
+        let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
+        Ok(into_response(rendered(&state, &call, StatusCode::OK, &session)))
+    }
+    .await
+    .map_err(|e: ApiError| e.for_version(call.adapter))
 }
 
 async fn update(
@@ -146,10 +155,15 @@ async fn update(
     Path(id): Path<String>,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
-    let mut tx = state.db.begin().await?;
-    let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
-    commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    let adapter = call.adapter;
+    async {
+        let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
+        let mut tx = state.db.begin().await?;
+        let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
+        commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    }
+    .await
+    .map_err(|e| e.for_version(adapter))
 }
 
 async fn cancel(
@@ -159,15 +173,20 @@ async fn cancel(
     Path(id): Path<String>,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    // The body is optional ({intent_trace}); when present it must match the version's schema.
-    checked(&state, &call, Operation::Cancel, body)?;
-    state
-        .checkout
-        .retire_waiting_payment(&state.db, &call.agent_id, &id)
-        .await?;
-    let mut tx = state.db.begin().await?;
-    let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
-    commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    let adapter = call.adapter;
+    async {
+        // The body is optional; when present it must match the version's schema.
+        checked(&state, &call, Operation::Cancel, body)?;
+        state
+            .checkout
+            .retire_waiting_payment(&state.db, &call.agent_id, &id)
+            .await?;
+        let mut tx = state.db.begin().await?;
+        let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
+        commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    }
+    .await
+    .map_err(|e| e.for_version(adapter))
 }
 
 /// Complete: the saga is [`crate::checkout::complete`]; this handler maps the request in and the answer out. The
@@ -180,10 +199,10 @@ async fn complete(
     Path(id): Path<String>,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = call
-        .adapter
-        .complete(checked(&state, &call, Operation::Complete, body)?)?;
     let adapter = call.adapter;
+    let input = checked(&state, &call, Operation::Complete, body)
+        .and_then(|body| adapter.complete(body).map_err(ApiError::from))
+        .map_err(|e| e.for_version(adapter))?;
     let complete_call = CompleteCall {
         agent_id: call.agent_id,
         session_id: id,

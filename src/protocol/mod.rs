@@ -4,6 +4,7 @@
 
 pub mod legacy;
 pub mod schema;
+pub mod v2025_09_29;
 pub mod v2026_04_17;
 
 use serde::Deserialize;
@@ -35,6 +36,17 @@ pub trait Adapter: Send + Sync {
     fn create(&self, body: Value) -> Result<CreateInput, WireError>;
     fn update(&self, body: Value) -> Result<UpdateInput, WireError>;
     fn complete(&self, body: Value) -> Result<CompleteInput, WireError>;
+    /// A request field the domain names in canonical terms (`$.line_items[0].id`, `$.fulfillment_details.address`,
+    /// …), as this version's request spells it; `None` when the version's request has no such field. Applied to
+    /// the `param` of every error a call of this version answers (schema errors already speak the version).
+    fn request_param(&self, param: &str) -> Option<String> {
+        Some(param.to_owned())
+    }
+    /// The message of an error with `code` for this version's agents (what to do when the usual remedy is a
+    /// field the version lacks).
+    fn error_message(&self, _code: &str, message: String) -> String {
+        message
+    }
     /// The session as this version's `CheckoutSession` (with `order` once completed).
     fn render(&self, session: &Session, ctx: &WireContext) -> Value;
     /// The body of an order webhook (`order_create` / `order_update`) in this version's shape.
@@ -42,10 +54,14 @@ pub trait Adapter: Send + Sync {
 }
 
 /// Every version this build can serve, newest first (the order `supported_versions` lists them in).
-pub static ADAPTERS: &[&dyn Adapter] = &[&v2026_04_17::V2026_04_17];
+pub static ADAPTERS: &[&dyn Adapter] = &[&v2026_04_17::V2026_04_17, &v2025_09_29::V2025_09_29];
 
 /// Versions served unless `ACP_API_VERSIONS` narrows them.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v2026_04_17::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v2026_04_17::VERSION, v2025_09_29::VERSION];
+
+/// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens). Versions before
+/// 2026-01-30 name no handler; their `payment_data {token, provider}` is this handler's.
+pub const CARD_HANDLER_ID: &str = "card_tokenized";
 
 /// The adapter of `version`, among every version this build knows.
 pub fn adapter(version: &str) -> Option<&'static dyn Adapter> {

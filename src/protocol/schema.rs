@@ -4,7 +4,9 @@
 //! reads and the behaviour it meets cannot drift apart.
 //!
 //! A violation becomes a 400: `missing` for an absent required field, `invalid` for everything else, with the
-//! validator's instance location as an RFC 9535 JSONPath `param` and a message a person can act on.
+//! validator's instance location as an RFC 9535 JSONPath `param` and a message a person can act on: the
+//! validator's own, or the `x-error-message` the document sets on the schema that refused the value (so the
+//! explanation an agent reads in the document is the one it gets).
 
 use std::collections::HashMap;
 
@@ -26,11 +28,14 @@ pub struct SchemaError {
 /// The compiled request schemas of every enabled version.
 pub struct RequestSchemas {
     validators: HashMap<(&'static str, Operation), Validator>,
+    /// Each version's document, where a refusing schema's `x-error-message` is looked up.
+    docs: HashMap<&'static str, Value>,
 }
 
 impl RequestSchemas {
     pub fn compile(adapters: &[&'static dyn Adapter]) -> Result<Self, SchemaError> {
         let mut validators = HashMap::new();
+        let mut docs = HashMap::new();
         for adapter in adapters {
             let version = adapter.version();
             let doc: Value = serde_json::from_str(adapter.openapi()).map_err(|e| SchemaError {
@@ -40,8 +45,9 @@ impl RequestSchemas {
             for operation in Operation::ALL {
                 validators.insert((version, operation), compile_one(version, &doc, operation)?);
             }
+            docs.insert(version, doc);
         }
-        Ok(Self { validators })
+        Ok(Self { validators, docs })
     }
 
     /// Checks `body` against the request schema of `operation` in `version`.
@@ -51,7 +57,7 @@ impl RequestSchemas {
         };
         match validator.iter_errors(body).next() {
             None => Ok(()),
-            Some(error) => Err(to_wire_error(&error)),
+            Some(error) => Err(to_wire_error(&error, self.docs.get(version))),
         }
     }
 }
@@ -78,13 +84,24 @@ fn compile_one(version: &'static str, doc: &Value, operation: Operation) -> Resu
         })
 }
 
-fn to_wire_error(error: &jsonschema::ValidationError<'_>) -> WireError {
+/// The `x-error-message` of the schema holding the keyword that failed. The schema path is canonical (no `$ref`
+/// traversal), so it points into the document's components like the validator's wrapper does.
+fn documented_message<'d>(error: &jsonschema::ValidationError<'_>, doc: Option<&'d Value>) -> Option<&'d str> {
+    let path = error.schema_path().as_str();
+    let (parent, _keyword) = path.rsplit_once('/')?;
+    doc?.pointer(parent)?.get("x-error-message")?.as_str()
+}
+
+fn to_wire_error(error: &jsonschema::ValidationError<'_>, doc: Option<&Value>) -> WireError {
     let at = pointer_to_jsonpath(error.instance_path().as_str());
     match error.kind() {
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             let param = crate::jsonpath::member(&at, name);
             WireError::missing(param.clone(), format!("{param} is required"))
+        }
+        _ if let Some(message) = documented_message(error, doc) => {
+            WireError::invalid(at.clone(), format!("{at}: {message}"))
         }
         _ => {
             let mut detail: String = error.to_string().chars().take(MAX_DETAIL_CHARS).collect();
@@ -119,6 +136,28 @@ mod tests {
         assert_eq!(pointer_to_jsonpath(""), "$");
         assert_eq!(pointer_to_jsonpath("/line_items/0/id"), "$.line_items[0].id");
         assert_eq!(pointer_to_jsonpath("/a~1b/c d"), "$['a/b']['c d']");
+    }
+
+    #[test]
+    fn a_documented_message_explains_the_refusal() {
+        let schemas = RequestSchemas::compile(super::super::ADAPTERS).expect("compiles");
+        let version = super::super::v2025_09_29::VERSION;
+        for quantity in [json!(2.5), json!(0), json!(100_000)] {
+            let body = json!({"items": [{"id": "var_a", "quantity": quantity}]});
+            let e = schemas.check(version, Operation::Create, &body).unwrap_err();
+            assert_eq!(e.code, "invalid");
+            assert_eq!(e.param, "$.items[0].quantity");
+            assert!(e.message.contains("whole number of units"), "{quantity}: {}", e.message);
+        }
+        // Without one, the validator's own words.
+        let e = schemas
+            .check(
+                version,
+                Operation::Create,
+                &json!({"items": [{"id": 7, "quantity": 1}]}),
+            )
+            .unwrap_err();
+        assert!(e.message.contains("string"), "{}", e.message);
     }
 
     #[test]

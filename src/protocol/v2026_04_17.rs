@@ -297,7 +297,7 @@ impl CreateRequest {
             agent_extensions,
             discount_codes: codes(self.discounts, self.coupons).unwrap_or_default(),
             items: items(self.line_items)?,
-            currency: self.currency,
+            currency: Some(self.currency),
             buyer: self.buyer,
             fulfillment_details: self.fulfillment_details,
             agent_interventions: capabilities

@@ -34,13 +34,18 @@ pub fn payment(token: &str) -> Value {
                             "instrument": {"type": "card", "credential": {"type": "spt", "token": token}}}})
 }
 
-/// The body of a session response, checked against the official schema.
+/// The body of a session response, checked against the official schema and ours.
 pub async fn session(response: Response, expected: StatusCode) -> Value {
+    session_in(API_VERSION, response, expected).await
+}
+
+/// The body of a session response in `version`, checked against that version's official schema and ours.
+pub async fn session_in(version: &str, response: Response, expected: StatusCode) -> Value {
     let status = response.status();
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(status, expected, "unexpected status; body: {body:#}");
-    assert_valid_session(API_VERSION, &body);
-    crate::own_openapi::assert_matches_our_doc("CheckoutSession", &body);
+    assert_valid_session(version, &body);
+    crate::own_openapi::assert_matches_doc(version, "CheckoutSession", &body);
     body
 }
 
@@ -223,7 +228,11 @@ async fn headers_are_enforced_with_acp_errors() {
         .await
         .unwrap();
     let e = error(no_version, StatusCode::BAD_REQUEST, "missing_api_version", None).await;
-    assert_eq!(e["supported_versions"], json!([API_VERSION]));
+    assert_eq!(
+        e["supported_versions"],
+        json!([API_VERSION, "2025-09-29"]),
+        "newest first"
+    );
 
     let old = app
         .acp_as(
@@ -237,7 +246,11 @@ async fn headers_are_enforced_with_acp_errors() {
         .await
         .unwrap();
     let e = error(old, StatusCode::BAD_REQUEST, "unsupported_api_version", None).await;
-    assert_eq!(e["supported_versions"], json!([API_VERSION]));
+    assert_eq!(
+        e["supported_versions"],
+        json!([API_VERSION, "2025-09-29"]),
+        "newest first"
+    );
 
     let no_key = app
         .client

@@ -18,5 +18,6 @@ mod readiness;
 mod shutdown;
 mod stock;
 mod stripe;
+mod v2025_09_29;
 mod v2026_04_17;
 mod webhooks;
