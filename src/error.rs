@@ -83,11 +83,13 @@ impl ApiError {
         self
     }
 
-    /// The idempotency refusals carry the type their ACP version defines for them.
+    /// The error as the caller's ACP version spells it: idempotency refusals carry the type the version defines
+    /// for them, and `param` names the version's request field (or is left out when it has none).
     pub fn for_version(mut self, adapter: &dyn crate::protocol::Adapter) -> Self {
         if self.code.starts_with("idempotency_") && adapter.idempotency_error_type() == "request_not_idempotent" {
             self.error_type = ErrorType::RequestNotIdempotent;
         }
+        self.param = self.param.and_then(|p| adapter.request_param(&p));
         self
     }
 

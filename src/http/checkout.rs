@@ -123,14 +123,19 @@ async fn create(
     idem: MaybeIdempotency,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
-    let mut tx = state.db.begin().await?;
-    let session = state
-        .checkout
-        .create(&mut tx, &call.agent_id, call.version, input)
-        .await?;
-    tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
-    commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
+    let adapter = call.adapter;
+    async {
+        let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
+        let mut tx = state.db.begin().await?;
+        let session = state
+            .checkout
+            .create(&mut tx, &call.agent_id, call.version, input)
+            .await?;
+        tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
+        commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
+    }
+    .await
+    .map_err(|e| e.for_version(adapter))
 }
 
 async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -146,10 +151,15 @@ async fn update(
     Path(id): Path<String>,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
-    let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
-    let mut tx = state.db.begin().await?;
-    let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
-    commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    let adapter = call.adapter;
+    async {
+        let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
+        let mut tx = state.db.begin().await?;
+        let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
+        commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+    }
+    .await
+    .map_err(|e| e.for_version(adapter))
 }
 
 async fn cancel(

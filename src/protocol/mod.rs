@@ -35,6 +35,12 @@ pub trait Adapter: Send + Sync {
     fn create(&self, body: Value) -> Result<CreateInput, WireError>;
     fn update(&self, body: Value) -> Result<UpdateInput, WireError>;
     fn complete(&self, body: Value) -> Result<CompleteInput, WireError>;
+    /// A request field the domain names in canonical terms (`$.line_items[0].id`, …), as this version's request
+    /// spells it; `None` when the version's request has no such field. Applied to the `param` of the errors a call
+    /// of this version answers (schema errors already speak the version).
+    fn request_param(&self, param: &str) -> Option<String> {
+        Some(param.to_owned())
+    }
     /// The session as this version's `CheckoutSession` (with `order` once completed).
     fn render(&self, session: &Session, ctx: &WireContext) -> Value;
     /// The body of an order webhook (`order_create` / `order_update`) in this version's shape.
