@@ -18,4 +18,5 @@ mod readiness;
 mod shutdown;
 mod stock;
 mod stripe;
+mod v2025_12_12;
 mod webhooks;
