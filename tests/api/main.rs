@@ -19,4 +19,5 @@ mod shutdown;
 mod stock;
 mod stripe;
 mod v2025_12_12;
+mod v2026_01_16;
 mod webhooks;
