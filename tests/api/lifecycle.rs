@@ -230,7 +230,7 @@ async fn headers_are_enforced_with_acp_errors() {
     let e = error(no_version, StatusCode::BAD_REQUEST, "missing_api_version", None).await;
     assert_eq!(
         e["supported_versions"],
-        json!([API_VERSION, "2025-09-29"]),
+        json!(acp_merchant::protocol::SUPPORTED_VERSIONS),
         "newest first"
     );
 
@@ -248,7 +248,7 @@ async fn headers_are_enforced_with_acp_errors() {
     let e = error(old, StatusCode::BAD_REQUEST, "unsupported_api_version", None).await;
     assert_eq!(
         e["supported_versions"],
-        json!([API_VERSION, "2025-09-29"]),
+        json!(acp_merchant::protocol::SUPPORTED_VERSIONS),
         "newest first"
     );
 

@@ -19,5 +19,7 @@ mod shutdown;
 mod stock;
 mod stripe;
 mod v2025_09_29;
+mod v2025_12_12;
+mod v2026_01_16;
 mod v2026_04_17;
 mod webhooks;
