@@ -223,7 +223,10 @@ async fn headers_are_enforced_with_acp_errors() {
         .await
         .unwrap();
     let e = error(no_version, StatusCode::BAD_REQUEST, "missing_api_version", None).await;
-    assert_eq!(e["supported_versions"], json!([API_VERSION]));
+    assert_eq!(
+        e["supported_versions"],
+        json!(acp_merchant::protocol::SUPPORTED_VERSIONS)
+    );
 
     let old = app
         .acp_as(
@@ -237,7 +240,10 @@ async fn headers_are_enforced_with_acp_errors() {
         .await
         .unwrap();
     let e = error(old, StatusCode::BAD_REQUEST, "unsupported_api_version", None).await;
-    assert_eq!(e["supported_versions"], json!([API_VERSION]));
+    assert_eq!(
+        e["supported_versions"],
+        json!(acp_merchant::protocol::SUPPORTED_VERSIONS)
+    );
 
     let no_key = app
         .client
