@@ -4,6 +4,7 @@
 
 pub mod legacy;
 pub mod schema;
+pub mod v2026_01_30;
 pub mod v2026_04_17;
 
 use serde::Deserialize;
@@ -42,10 +43,10 @@ pub trait Adapter: Send + Sync {
 }
 
 /// Every version this build can serve, newest first (the order `supported_versions` lists them in).
-pub static ADAPTERS: &[&dyn Adapter] = &[&v2026_04_17::V2026_04_17];
+pub static ADAPTERS: &[&dyn Adapter] = &[&v2026_04_17::V2026_04_17, &v2026_01_30::V2026_01_30];
 
 /// Versions served unless `ACP_API_VERSIONS` narrows them.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v2026_04_17::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v2026_04_17::VERSION, v2026_01_30::VERSION];
 
 /// The adapter of `version`, among every version this build knows.
 pub fn adapter(version: &str) -> Option<&'static dyn Adapter> {
