@@ -18,4 +18,5 @@ mod readiness;
 mod shutdown;
 mod stock;
 mod stripe;
+mod v2026_01_30;
 mod webhooks;
