@@ -7,6 +7,7 @@ pub mod schema;
 pub mod v2025_09_29;
 pub mod v2025_12_12;
 pub mod v2026_01_16;
+pub mod v2026_01_30;
 pub mod v2026_04_17;
 
 use serde::Deserialize;
@@ -58,6 +59,7 @@ pub trait Adapter: Send + Sync {
 /// Every version this build can serve, newest first (the order `supported_versions` lists them in).
 pub static ADAPTERS: &[&dyn Adapter] = &[
     &v2026_04_17::V2026_04_17,
+    &v2026_01_30::V2026_01_30,
     &v2026_01_16::V2026_01_16,
     &v2025_12_12::V2025_12_12,
     &v2025_09_29::V2025_09_29,
@@ -66,6 +68,7 @@ pub static ADAPTERS: &[&dyn Adapter] = &[
 /// Versions served unless `ACP_API_VERSIONS` narrows them.
 pub const SUPPORTED_VERSIONS: &[&str] = &[
     v2026_04_17::VERSION,
+    v2026_01_30::VERSION,
     v2026_01_16::VERSION,
     v2025_12_12::VERSION,
     v2025_09_29::VERSION,

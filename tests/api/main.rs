@@ -21,5 +21,6 @@ mod stripe;
 mod v2025_09_29;
 mod v2025_12_12;
 mod v2026_01_16;
+mod v2026_01_30;
 mod v2026_04_17;
 mod webhooks;
