@@ -12,7 +12,7 @@
 //! | `Idempotency-Key` | optional (honoured when sent); refusals are `request_not_idempotent` | required |
 //! | payment config | `payment_provider {provider: "stripe", supported_payment_methods: ["card"]}` | handlers |
 //! | money | flat `base_amount/discount/subtotal/tax/total` per line; `subtotal/tax/total` per option | `totals[]` |
-//! | status | 5 values: `authentication_required` → `not_ready_for_payment` + `requires_3ds` error message; `complete_in_progress` → `in_progress`; `expired` → `not_ready_for_payment` (its `expired` message shown as `invalid`) | 7 values |
+//! | status | 5 values: `authentication_required` → `not_ready_for_payment` + `requires_3ds` error message; `complete_in_progress` → `in_progress`; `expired` → `canceled` (terminal stays terminal; its `expired` message is shown as `invalid` and says the session expired) | 7 values |
 //! | messages | `info` and `error`; warnings become `info` (no code), error codes outside the version's six become `invalid`; no `resolution` | 3 types, 21 codes |
 //! | links | `terms_of_use`, `privacy_policy`, `seller_shop_policies` (= the return policy) | |
 //! | buyer | shown only with first and last names (the version requires them; so do its requests) | |
@@ -485,7 +485,9 @@ pub fn render(s: &Session, ctx: &WireContext) -> Value {
     }
     let status = match s.status {
         Status::ReadyForPayment if hidden.is_none() => "ready_for_payment",
-        Status::ReadyForPayment | Status::NotReadyForPayment | Status::Expired => "not_ready_for_payment",
+        Status::ReadyForPayment | Status::NotReadyForPayment => "not_ready_for_payment",
+        // A terminal session stays terminal: the version has no `expired`, and its message says why.
+        Status::Expired => "canceled",
         Status::AuthenticationRequired => {
             messages.push(error_message("requires_3ds", None, THREE_DS_UNSUPPORTED));
             "not_ready_for_payment"
@@ -690,7 +692,7 @@ mod tests {
             "x",
         )];
         let expired = render(&expired, &ctx());
-        assert_eq!(expired["status"], "not_ready_for_payment");
+        assert_eq!(expired["status"], "canceled");
         assert_eq!(
             expired["messages"][0],
             json!({"type": "error", "code": "invalid", "param": "$", "content_type": "plain",

@@ -73,7 +73,8 @@ impl Adapter for V2026_04_17 {
 pub struct ItemIn {
     pub id: String,
     #[serde(default)]
-    pub quantity: Option<i64>,
+    /// A JSON number: `2.0` is the whole number 2 (the schema's `integer` admits it, and so do fingerprints).
+    pub quantity: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,7 +239,7 @@ fn items(items: Vec<ItemIn>) -> Result<Vec<RequestedItem>, WireError> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let quantity = item.quantity.unwrap_or(1);
+            let quantity = item.quantity.as_ref().map_or(Some(1), whole_number).unwrap_or(0);
             if !(1..=MAX_QUANTITY).contains(&quantity) {
                 return Err(invalid(
                     format!("$.line_items[{i}].quantity"),
@@ -254,6 +255,15 @@ fn items(items: Vec<ItemIn>) -> Result<Vec<RequestedItem>, WireError> {
             })
         })
         .collect()
+}
+
+/// The number as an integer when it is one (`2`, `2.0`), else `None`.
+fn whole_number(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    })
 }
 
 fn check_currency(currency: &str) -> Result<(), WireError> {

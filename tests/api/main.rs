@@ -23,4 +23,5 @@ mod v2025_12_12;
 mod v2026_01_16;
 mod v2026_01_30;
 mod v2026_04_17;
+mod versions;
 mod webhooks;

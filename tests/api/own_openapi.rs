@@ -15,8 +15,11 @@ use crate::{
 };
 
 /// (version, document, whether its POSTs require `Idempotency-Key`).
-const DOCS: [(&str, &str, bool); 2] = [
+const DOCS: [(&str, &str, bool); 5] = [
     ("2026-04-17", include_str!("../../openapi/2026-04-17.json"), true),
+    ("2026-01-30", include_str!("../../openapi/2026-01-30.json"), false),
+    ("2026-01-16", include_str!("../../openapi/2026-01-16.json"), false),
+    ("2025-12-12", include_str!("../../openapi/2025-12-12.json"), false),
     ("2025-09-29", include_str!("../../openapi/2025-09-29.json"), false),
 ];
 
