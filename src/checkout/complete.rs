@@ -130,6 +130,9 @@ impl Checkout {
         if let Some(notes) = &input.order_notes {
             session.order_notes = Some(notes.clone());
         }
+        if let Some(details) = &input.fulfillment_details {
+            apply_contact(&mut session, details)?;
+        }
         // Reprice against locked rows: what we charge is what the stock check saw.
         let rows = catalog::variants_for_update(&mut tx, &item_ids(&session.items)).await?;
         let catalog: std::collections::HashMap<String, VariantRow> =
@@ -507,6 +510,33 @@ impl Checkout {
         )
         .drop_guard()
     }
+}
+
+/// Applies contact details sent with complete (name, email, phone). An address other than the one the session was
+/// priced for is refused: the agent must update the session (and see the new total) first.
+fn apply_contact(
+    session: &mut Session,
+    sent: &crate::checkout::model::FulfillmentDetails,
+) -> Result<(), CheckoutError> {
+    let current = session.fulfillment_details.get_or_insert_with(Default::default);
+    if let Some(address) = &sent.address
+        && current.address.as_ref() != Some(address)
+    {
+        return Err(CheckoutError::Conflict {
+            param: "$.fulfillment_details.address".into(),
+            message: "The address differs from the one this session was priced for; update the session first".into(),
+        });
+    }
+    for (field, value) in [
+        (&mut current.name, &sent.name),
+        (&mut current.email, &sent.email),
+        (&mut current.phone_number, &sent.phone_number),
+    ] {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    }
+    Ok(())
 }
 
 /// The refusal for a session that can no longer be completed.

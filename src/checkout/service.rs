@@ -56,6 +56,9 @@ pub enum CheckoutError {
         param: String,
         message: String,
     },
+    /// The request contradicts the session in a way only a new priced state could resolve (409 `conflict`).
+    #[error("{message}")]
+    Conflict { param: String, message: String },
     /// Complete on a session that is not ready: the session (saved, recomputed) says why.
     #[error("the checkout session is not ready for payment")]
     NotPayable(Box<Session>),
@@ -142,6 +145,9 @@ pub struct CompleteInput {
     pub buyer: Option<Buyer>,
     pub authentication: Option<AuthenticationOutcome>,
     pub order_notes: Option<String>,
+    /// Contact details to apply before paying (the `unreleased` version's complete request). A different address is
+    /// refused: it would change what was priced.
+    pub fulfillment_details: Option<FulfillmentDetails>,
 }
 
 impl Checkout {

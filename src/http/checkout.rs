@@ -77,6 +77,9 @@ impl From<CheckoutError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, code, message).with_param(param)
             }
             CheckoutError::NotPayable(session) => not_payable(&session),
+            CheckoutError::Conflict { param, message } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message).with_param(param)
+            }
             CheckoutError::InFlight { retry_after_secs } => idempotent::in_flight(retry_after_secs),
             CheckoutError::PaymentPending => {
                 tracing::warn!("payment outcome unknown; the session stays held until it is settled");

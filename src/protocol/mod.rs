@@ -4,6 +4,7 @@
 
 pub mod legacy;
 pub mod schema;
+pub mod unreleased;
 pub mod v2025_09_29;
 pub mod v2025_12_12;
 pub mod v2026_01_16;
@@ -56,8 +57,10 @@ pub trait Adapter: Send + Sync {
     fn webhook_body(&self, event_type: &str, order: &Order) -> Value;
 }
 
-/// Every version this build can serve, newest first (the order `supported_versions` lists them in).
+/// Every version this build can serve, newest first (the order `supported_versions` lists them in). `unreleased`
+/// is served only when `ACP_API_VERSIONS` names it.
 pub static ADAPTERS: &[&dyn Adapter] = &[
+    &unreleased::Unreleased,
     &v2026_04_17::V2026_04_17,
     &v2026_01_30::V2026_01_30,
     &v2026_01_16::V2026_01_16,
@@ -77,6 +80,15 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 /// The id of the one payment handler offered: tokenized cards (Stripe Shared Payment Tokens). Versions before
 /// 2026-01-30 name no handler; their `payment_data {token, provider}` is this handler's.
 pub const CARD_HANDLER_ID: &str = "card_tokenized";
+
+/// The newest released version's adapter (what a record of an unknown version is rendered in).
+fn newest_released() -> &'static dyn Adapter {
+    ADAPTERS
+        .iter()
+        .copied()
+        .find(|a| a.version() == SUPPORTED_VERSIONS[0])
+        .unwrap_or(ADAPTERS[0])
+}
 
 /// The adapter of `version`, among every version this build knows.
 pub fn adapter(version: &str) -> Option<&'static dyn Adapter> {
@@ -162,12 +174,14 @@ where
 
 /// The webhook body for `order` in `version` (the newest version's shape when the version is unknown).
 pub fn webhook_body(version: &str, event_type: &str, order: &Order) -> Value {
-    adapter(version).unwrap_or(ADAPTERS[0]).webhook_body(event_type, order)
+    adapter(version)
+        .unwrap_or_else(newest_released)
+        .webhook_body(event_type, order)
 }
 
 /// The session as an agent of `version` sees it (every version renders from the one canonical session).
 pub fn render_session(version: &str, session: &Session, ctx: &WireContext) -> Value {
-    adapter(version).unwrap_or(ADAPTERS[0]).render(session, ctx)
+    adapter(version).unwrap_or_else(newest_released).render(session, ctx)
 }
 
 /// The versions this process serves, with their compiled request schemas.

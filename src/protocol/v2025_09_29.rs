@@ -106,6 +106,7 @@ impl Adapter for V2025_09_29 {
             buyer: request.buyer.map(BuyerIn::into_buyer),
             authentication: None,
             order_notes: None,
+            fulfillment_details: None,
         })
     }
 

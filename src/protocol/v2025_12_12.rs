@@ -304,6 +304,7 @@ impl CompleteRequest {
             buyer: self.buyer.map(Buyer::from),
             authentication,
             order_notes: None,
+            fulfillment_details: None,
         })
     }
 }

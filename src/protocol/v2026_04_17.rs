@@ -383,6 +383,7 @@ impl CompleteRequest {
             buyer: self.buyer,
             authentication,
             order_notes: self.order_notes,
+            fulfillment_details: None,
         })
     }
 }

@@ -18,6 +18,7 @@ mod readiness;
 mod shutdown;
 mod stock;
 mod stripe;
+mod unreleased;
 mod v2025_09_29;
 mod v2025_12_12;
 mod v2026_01_16;

@@ -18,7 +18,14 @@ use std::{
 use jsonschema::{Draft, Registry, Validator};
 use serde_json::Value;
 
-pub const VERSIONS: [&str; 5] = ["2025-09-29", "2025-12-12", "2026-01-16", "2026-01-30", "2026-04-17"];
+pub const VERSIONS: [&str; 6] = [
+    "2025-09-29",
+    "2025-12-12",
+    "2026-01-16",
+    "2026-01-30",
+    "2026-04-17",
+    "unreleased",
+];
 
 const ENV_VAR: &str = "ACP_SPEC_DIR";
 const FALLBACK_DIR: &str = "../shared/acp";

@@ -709,6 +709,7 @@ async fn without_an_idempotency_key_complete_is_still_exactly_once() {
                 buyer: None,
                 authentication: None,
                 order_notes: None,
+                fulfillment_details: None,
             },
             claim: None,
         };
