@@ -95,6 +95,11 @@ fn documented_message<'d>(error: &jsonschema::ValidationError<'_>, doc: Option<&
 fn to_wire_error(error: &jsonschema::ValidationError<'_>, doc: Option<&Value>) -> WireError {
     let at = pointer_to_jsonpath(error.instance_path().as_str());
     match error.kind() {
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context }
+            if let Some(closest) = closest_branch_error(context) =>
+        {
+            to_wire_error(closest, doc)
+        }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             let param = crate::jsonpath::member(&at, name);
@@ -111,6 +116,20 @@ fn to_wire_error(error: &jsonschema::ValidationError<'_>, doc: Option<&Value>) -
             WireError::invalid(at.clone(), format!("{at}: {detail}"))
         }
     }
+}
+
+/// Of the alternatives of an `anyOf`/`oneOf` that all failed, the error of the one that came closest: the one
+/// whose first error lies deepest in the instance, and a wrong member rather than a wrong type on a tie. A
+/// nullable object is `anyOf: [object, null]`; for `{"name": "J"}` the person needs "line_one is required",
+/// not "matches none of the alternatives".
+fn closest_branch_error<'a>(
+    context: &'a [Vec<jsonschema::ValidationError<'static>>],
+) -> Option<&'a jsonschema::ValidationError<'static>> {
+    context.iter().filter_map(|errors| errors.first()).max_by_key(|e| {
+        let depth = e.instance_path().as_str().matches('/').count();
+        let not_a_type_error = !matches!(e.kind(), ValidationErrorKind::Type { .. });
+        (depth, not_a_type_error)
+    })
 }
 
 /// `/a/0/b~1c` → `$.a[0]['b/c']`.
@@ -158,6 +177,39 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.message.contains("string"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_nullable_object_reports_what_is_wrong_inside_it() {
+        let schemas = RequestSchemas::compile(super::super::ADAPTERS).expect("compiles");
+        let version = super::super::v2025_09_29::VERSION;
+        let e = schemas
+            .check(
+                version,
+                Operation::Update,
+                &json!({"fulfillment_address": {"name": "J"}}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.param.as_str()),
+            ("missing", "$.fulfillment_address.line_one")
+        );
+        let e = schemas
+            .check(
+                version,
+                Operation::Update,
+                &json!({"fulfillment_address": {"country": "usa"}}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.param, "$.fulfillment_address.line_one",
+            "the first problem inside the object"
+        );
+        let e = schemas
+            .check(version, Operation::Update, &json!({"fulfillment_address": 5}))
+            .unwrap_err();
+        assert_eq!((e.code, e.param.as_str()), ("invalid", "$.fulfillment_address"));
+        assert!(!e.message.contains("anyOf"), "{}", e.message);
     }
 
     #[test]

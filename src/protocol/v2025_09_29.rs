@@ -127,13 +127,11 @@ impl Adapter for V2025_09_29 {
         if let Some(renamed) = fulfillment_param(param) {
             return Some(renamed);
         }
-        if let Some(tail) = under(param, "$.payment_data") {
-            // handler_id and instrument are one token here.
-            return Some(if tail.is_empty() {
-                param.to_owned()
-            } else {
-                "$.payment_data.token".to_owned()
-            });
+        // The canonical handler_id and instrument are one token here; this version's own members (schema errors)
+        // stay as they are.
+        let canonical_payment = ["$.payment_data.handler_id", "$.payment_data.instrument"];
+        if canonical_payment.iter().any(|field| under(param, field).is_some()) {
+            return Some("$.payment_data.token".to_owned());
         }
         let absent = [
             "$.authentication_result",
@@ -768,7 +766,16 @@ mod tests {
             ),
             ("$.selected_fulfillment_options", Some("$.fulfillment_option_id")),
             ("$.payment_data.handler_id", Some("$.payment_data.token")),
+            (
+                "$.payment_data.instrument.credential.token",
+                Some("$.payment_data.token"),
+            ),
             ("$.payment_data", Some("$.payment_data")),
+            ("$.payment_data.provider", Some("$.payment_data.provider")),
+            (
+                "$.payment_data.billing_address.city",
+                Some("$.payment_data.billing_address.city"),
+            ),
             ("$.authentication_result", None),
             ("$.currency", None),
             // Already this version's (schema errors): unchanged.
