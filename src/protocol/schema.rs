@@ -202,7 +202,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(
-            e.param, "$.fulfillment_address.line_one",
+            e.param, "$.fulfillment_address.name",
             "the first problem inside the object"
         );
         let e = schemas
