@@ -8,8 +8,8 @@
 //! `fulfillment_details` on update; `affiliate_attribution` and the cancel body's `intent_trace` are validated and
 //! not stored (`reason_code` and `provider` are open: unknown values are accepted, a reason as `other`). An
 //! address's `company` and a buyer's `full_name` or `tax_exemption` are not fields of this version and are ignored
-//! like any unknown field. The create request has no currency: the session prices in US dollars, the store's
-//! currency. Delegated 3-D Secure is part of the version, so its agents are recorded as supporting the `3ds`
+//! like any unknown field. The create request has no currency: the session takes the currency its items are priced
+//! in (as 2025-09-29 does). Delegated 3-D Secure is part of the version, so its agents are recorded as supporting the `3ds`
 //! intervention. `payment_data {token, provider: "stripe"}` becomes the `card_tokenized` handler with that Shared
 //! Payment Token (`billing_address` is validated, not used). Outcomes `authenticated` and `attempt_acknowledged`
 //! carry a cryptogram the PSP is given; every other outcome declines the payment without charging
@@ -265,7 +265,7 @@ impl CreateRequest {
             items: items(self.items),
             agent_extensions: Vec::new(),
             discount_codes: Vec::new(),
-            // Sessions of this version have no currency in the request: the demo store prices in USD.
+            // No currency in this version's request: the session takes the one its items are priced in.
             currency: None,
             buyer: self.buyer.map(Buyer::from),
             fulfillment_details: self.fulfillment_details.map(FulfillmentDetails::from),
