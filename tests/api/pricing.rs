@@ -321,6 +321,12 @@ async fn the_official_discount_examples_are_reproduced() {
                 "a bad code is a message, never an error"
             );
         }
+        println!(
+            "| discount-extension/{file} (2026-04-17) | 201 | {}, applied {} rejected {} as documented |",
+            s["status"].as_str().unwrap_or_default(),
+            applied.len(),
+            rejected.len()
+        );
     }
 }
 
@@ -552,6 +558,7 @@ async fn the_automatic_percentage_and_stacked_discount_examples_are_reproduced()
             ),
         ),
     ];
+    let mut table = Vec::new();
     for (file, items, rules) in cases {
         let Some(example) = crate::official::examples("2026-04-17", &format!("discount-extension/{file}")) else {
             return;
@@ -613,6 +620,15 @@ async fn the_automatic_percentage_and_stacked_discount_examples_are_reproduced()
         if doc_amount("tax") == 0 {
             assert_eq!(amount(&s["totals"], "total"), doc_amount("total"), "{file}");
         }
+        table.push(format!(
+            "| discount-extension/{file} | 201 | {}, {} discount(s) as documented |",
+            s["status"].as_str().unwrap_or_default(),
+            ours.len()
+        ));
+    }
+    println!("\n2026-04-17 discount-extension example requests:\n| example | status | outcome |\n|---|---|---|");
+    for row in &table {
+        println!("{row}");
     }
 }
 
