@@ -36,6 +36,8 @@ const KEYS: &[&str] = &[
     "db_retry_interval_ms",
     "shutdown_timeout_ms",
     "max_body_bytes",
+    "max_header_bytes",
+    "request_timeout_ms",
     "tls_terminated_by_proxy",
     "allow_simulator_in_production",
     "allow_insecure_webhook_urls",
@@ -255,6 +257,8 @@ struct RawSettings {
     db_retry_interval_ms: u64,
     shutdown_timeout_ms: u64,
     max_body_bytes: usize,
+    max_header_bytes: usize,
+    request_timeout_ms: u64,
     tls_terminated_by_proxy: bool,
     allow_simulator_in_production: bool,
     allow_insecure_webhook_urls: bool,
@@ -340,6 +344,10 @@ pub struct Settings {
     pub db_retry_interval: Duration,
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The most header bytes (names and values) a request may carry; more is 431.
+    pub max_header_bytes: usize,
+    /// How long a request may take before it is answered 503 (a payment under way continues on its own).
+    pub request_timeout: Duration,
     pub tls_terminated_by_proxy: bool,
     pub allow_simulator_in_production: bool,
     pub allow_insecure_webhook_urls: bool,
@@ -502,6 +510,8 @@ impl RawSettings {
             check_positive(key, ms)?;
         }
         check_positive("max_body_bytes", self.max_body_bytes as u64)?;
+        check_positive("max_header_bytes", self.max_header_bytes as u64)?;
+        check_positive("request_timeout_ms", self.request_timeout_ms)?;
         check_positive("session_ttl_secs", self.session_ttl_secs)?;
         check_positive("expiry_sweep_interval_ms", self.expiry_sweep_interval_ms)?;
         check_positive("idempotency_lease_ms", self.idempotency_lease_ms)?;
@@ -593,6 +603,16 @@ impl RawSettings {
             (None, true) => return Err(ConfigError::new("agent_api_key", "required in production")),
             (None, false) => Secret::new(DEMO_AGENT_API_KEY),
         };
+        // One secret for both would let every agent administer the store (and the admin reach checkout as an agent).
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| crate::http::extract::secrets_equal(t.expose(), agent_api_key.expose()))
+        {
+            return Err(ConfigError::new(
+                "admin_token",
+                "must differ from ACP_AGENT_API_KEY: the admin token and an agent key are never the same secret",
+            ));
+        }
 
         let settings = Settings {
             env: self.env,
@@ -614,6 +634,8 @@ impl RawSettings {
             db_retry_interval: Duration::from_millis(self.db_retry_interval_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             tls_terminated_by_proxy: self.tls_terminated_by_proxy,
             allow_simulator_in_production: self.allow_simulator_in_production,
             allow_insecure_webhook_urls: self.allow_insecure_webhook_urls,
@@ -981,6 +1003,20 @@ mod tests {
         let s = dev(&[]).expect("valid");
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.agent_api_key.expose(), DEMO_AGENT_API_KEY);
+    }
+
+    #[test]
+    fn the_admin_token_cannot_be_an_agent_key() {
+        let same = "shared-secret-0123456789abcdefghij";
+        for result in [
+            dev(&[("agent_api_key", same), ("admin_token", same)]),
+            prod(&[("agent_api_key", same), ("admin_token", same)]),
+        ] {
+            let err = result.unwrap_err();
+            assert_eq!(err.setting, "ACP_ADMIN_TOKEN");
+            assert!(err.to_string().contains("must differ"), "{err}");
+            assert!(!err.to_string().contains(same), "the secret is never printed");
+        }
     }
 
     #[test]

@@ -78,6 +78,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code.into();
+        self
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self

@@ -4,7 +4,8 @@
 //! - [`config`]: layered settings (defaults → file → `ACP_*` env), validated once at start-up.
 //! - [`telemetry`]: JSON or pretty logs; request spans carry the request id and nothing sensitive.
 //! - [`startup`]: binds the listener, runs the HTTP server and background workers, shuts down gracefully.
-//! - [`http`]: routes and request-level layers; [`error`]: the ACP error object every failure becomes.
+//! - [`http`]: routes and request-level layers; [`error`]: the ACP error object every failure becomes;
+//!   [`input_limits`]: hostile input refused at the edge.
 //! - [`db`]: the pool, embedded migrations and readiness.
 //! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod input_limits;
 pub mod jsonpath;
 pub mod localdb;
 pub mod markdown;

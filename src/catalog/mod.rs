@@ -77,12 +77,13 @@ fn parse_lines<T: for<'de> Deserialize<'de>>(
         if raw.trim().is_empty() {
             continue;
         }
-        let mut de = serde_json::Deserializer::from_str(raw);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| CatalogError::Line {
-            line,
-            param: crate::jsonpath::from_serde_path(e.path()),
-            message: e.inner().to_string(),
-        })?;
+        let invalid = |param: String, message: String| CatalogError::Line { line, param, message };
+        // Parsed as JSON first so that what PostgreSQL cannot store (NUL) is refused at its place.
+        let json: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| invalid("$".to_owned(), format!("not valid JSON: {e}")))?;
+        crate::input_limits::check_json(&json).map_err(|r| invalid(r.param, r.message))?;
+        let value: T = serde_path_to_error::deserialize(json)
+            .map_err(|e| invalid(crate::jsonpath::from_serde_path(e.path()), e.inner().to_string()))?;
         check(&value).map_err(|(param, message)| CatalogError::Line { line, param, message })?;
         out.push(value);
     }

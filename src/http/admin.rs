@@ -47,12 +47,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
+        let presented = super::extract::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         match &state.settings.admin_token {
             Some(token) if secrets_equal(presented, token.expose()) => Ok(Admin),
             _ => Err(ApiError::unauthorized()),
@@ -205,7 +200,7 @@ async fn list_agents(State(state): State<AppState>, _: Admin) -> Result<Response
 async fn disable_agent(
     State(state): State<AppState>,
     _: Admin,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    super::limits::ResourceId(id): super::limits::ResourceId,
 ) -> Result<Response, ApiError> {
     let updated = sqlx::query("update agent set disabled_at = coalesce(disabled_at, now()) where agent_id = $1")
         .bind(&id)
@@ -228,7 +223,7 @@ struct WebhookVersionIn {
 async fn put_webhook_version(
     State(state): State<AppState>,
     _: Admin,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    super::limits::ResourceId(id): super::limits::ResourceId,
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = read_json(request, state.settings.max_body_bytes)

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::StatusCode,
     middleware,
     response::{IntoResponse, Response},
@@ -17,6 +17,7 @@ use super::{
     admin::Admin,
     extract::{AcpJson, AcpJsonOrDefault},
     idempotent::{self, MaybeIdempotency},
+    limits::ResourceId,
 };
 use crate::{
     error::ApiError,
@@ -109,7 +110,7 @@ async fn list_orders(
     Ok(Json(json!({"orders": orders})).into_response())
 }
 
-async fn get_order(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_order(State(state): State<AppState>, _: Admin, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     let order = orders::load(&mut *state.db.acquire().await?, &id, false)
         .await?
         .ok_or(OrderError::NotFound)?;
@@ -134,8 +135,9 @@ struct ShipIn {
 
 async fn ship(
     State(state): State<AppState>,
+    _: Admin,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     AcpJson(body): AcpJson<ShipIn>,
 ) -> Result<Response, ApiError> {
     let input = ShipInput {
@@ -158,7 +160,8 @@ struct DeliverIn {
 
 async fn deliver(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    _: Admin,
+    ResourceId(id): ResourceId,
     AcpJsonOrDefault(body): AcpJsonOrDefault<DeliverIn>,
 ) -> Result<Response, ApiError> {
     let order = ops::deliver(&state.db, &id, body.fulfillment_id.as_deref()).await?;
@@ -175,8 +178,9 @@ struct RefundIn {
 
 async fn refund(
     State(state): State<AppState>,
+    _: Admin,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     AcpJsonOrDefault(body): AcpJsonOrDefault<RefundIn>,
 ) -> Result<Response, ApiError> {
     let order = ops::refund(
@@ -193,8 +197,9 @@ async fn refund(
 
 async fn cancel(
     State(state): State<AppState>,
+    _: Admin,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
 ) -> Result<Response, ApiError> {
     let order = ops::cancel(&state.db, &state.checkout.psp, &id, &op_key(&idem).await).await?;
     Ok(order_json(&order))
@@ -251,7 +256,11 @@ fn parse_event_id(id: &str) -> Result<uuid::Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("No such delivery"))
 }
 
-async fn show_delivery(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show_delivery(
+    State(state): State<AppState>,
+    _: Admin,
+    ResourceId(id): ResourceId,
+) -> Result<Response, ApiError> {
     let id = parse_event_id(&id)?;
     let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {EVENT_COLUMNS} from webhook_event where event_id = $1"
@@ -275,7 +284,7 @@ async fn show_delivery(State(state): State<AppState>, _: Admin, Path(id): Path<S
     Ok(Json(body).into_response())
 }
 
-async fn replay_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn replay_one(State(state): State<AppState>, _: Admin, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     let id = parse_event_id(&id)?;
     let updated = sqlx::query(
         "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
@@ -294,7 +303,7 @@ async fn replay_one(State(state): State<AppState>, Path(id): Path<String>) -> Re
     Ok(Json(json!({"replayed": 1})).into_response())
 }
 
-async fn replay_dead(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn replay_dead(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let updated = sqlx::query(
         "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
          where status = 'dead'",
@@ -312,7 +321,11 @@ struct SecretIn {
 }
 
 /// Rotates an agent's signing secret; deliveries attempted from now on are signed with it.
-async fn rotate_secret(State(state): State<AppState>, AcpJson(body): AcpJson<SecretIn>) -> Result<Response, ApiError> {
+async fn rotate_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    AcpJson(body): AcpJson<SecretIn>,
+) -> Result<Response, ApiError> {
     if body.secret.len() < 16 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    extract::{Path, Request, State},
+    extract::{Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::Response,
@@ -13,6 +13,7 @@ use super::{
     AppState,
     extract::{AcpBody, AcpCall, checked},
     idempotent::{self, MaybeIdempotency, into_response, json_response},
+    limits::ResourceId,
 };
 use crate::{
     checkout::{
@@ -141,7 +142,7 @@ async fn create(
     .map_err(|e| e.for_version(adapter))
 }
 
-async fn fetch(State(state): State<AppState>, call: AcpCall, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn fetch(State(state): State<AppState>, call: AcpCall, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     async {
         let mut conn = state.db.acquire().await?;
         let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
@@ -155,7 +156,7 @@ async fn update(
     State(state): State<AppState>,
     call: AcpCall,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
     let adapter = call.adapter;
@@ -173,7 +174,7 @@ async fn cancel(
     State(state): State<AppState>,
     call: AcpCall,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
     let adapter = call.adapter;
@@ -199,7 +200,7 @@ async fn complete(
     State(state): State<AppState>,
     call: AcpCall,
     idem: MaybeIdempotency,
-    Path(id): Path<String>,
+    ResourceId(id): ResourceId,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
     let adapter = call.adapter;

@@ -37,7 +37,8 @@ impl std::fmt::Debug for AcpCall {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 9110 §11.1).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -168,13 +169,20 @@ pub async fn read_json(request: Request, limit: usize) -> Result<Option<serde_js
             "Request bodies must be sent as Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("The request body is not valid JSON: {e}"),
         )
-    })
+    })?;
+    crate::input_limits::check_json(&value).map_err(refused)?;
+    Ok(Some(value))
+}
+
+/// A hostile-input refusal as the 400 it is.
+pub fn refused(refusal: crate::input_limits::Refusal) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", refusal.message).with_param(refusal.param)
 }
 
 /// Parses a JSON value into `T`, mapping serde's complaint to `missing` / `invalid` with a JSONPath.

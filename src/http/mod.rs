@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
+pub mod limits;
 pub mod request_id;
 pub mod stripe_webhooks;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::edge))
         .layer(middleware::from_fn(request_id::trace_requests))
         .with_state(state)
 }

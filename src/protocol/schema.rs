@@ -108,6 +108,19 @@ fn to_wire_error(error: &jsonschema::ValidationError<'_>, doc: Option<&Value>) -
         _ if let Some(message) = documented_message(error, doc) => {
             WireError::invalid(at.clone(), format!("{at}: {message}"))
         }
+        // Size refusals name the bound and never echo the (possibly huge) value.
+        ValidationErrorKind::MaxItems { limit } => {
+            WireError::invalid(at.clone(), format!("{at}: at most {limit} entries are allowed"))
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            WireError::invalid(at.clone(), format!("{at}: at least {limit} entries are required"))
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            WireError::invalid(at.clone(), format!("{at}: at most {limit} characters are allowed"))
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            WireError::invalid(at.clone(), format!("{at}: at least {limit} characters are required"))
+        }
         _ => {
             let mut detail: String = error.to_string().chars().take(MAX_DETAIL_CHARS).collect();
             if detail.chars().count() == MAX_DETAIL_CHARS {

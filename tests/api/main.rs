@@ -7,6 +7,7 @@ mod conformance;
 mod demo;
 mod health;
 mod helpers;
+mod hostile_input;
 mod idempotency;
 mod lifecycle;
 mod logging;
