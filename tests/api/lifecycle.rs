@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::{
     helpers::{API_VERSION, TestApp, spawn_app, spawn_app_with},
     official::{assert_valid, assert_valid_session},
+    shared::total,
 };
 
 pub const TEE: &str = "var_trail_tee_m_blue";
@@ -101,15 +102,6 @@ pub async fn stock(app: &TestApp, variant: &str) -> Option<i32> {
         .fetch_one(&app.db)
         .await
         .unwrap()
-}
-
-fn total(body: &Value, kind: &str) -> i64 {
-    body["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == kind)
-        .map_or(0, |t| t["amount"].as_i64().unwrap())
 }
 
 #[tokio::test]

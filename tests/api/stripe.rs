@@ -9,11 +9,12 @@ use acp_merchant::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use test_support::fake_stripe::{FakeStripe, LoggedRequest};
+use test_support::fake_stripe::FakeStripe;
 
 use crate::{
     helpers::{AGENT_KEY, ChildServer, TestApp, TestDb, agent_post, spawn_app_with, test_settings},
     lifecycle::{TEE, count, create, create_body, error, payment, session},
+    shared::intent_posts,
 };
 
 pub const SECRET: &str = "sk_test_fake_0123456789";
@@ -33,13 +34,6 @@ pub async fn stripe_app(fake: &FakeStripe, extra: &[(&str, &str)]) -> TestApp {
     ];
     pairs.extend_from_slice(extra);
     spawn_app_with(&pairs).await
-}
-
-fn intent_posts(fake: &FakeStripe) -> Vec<LoggedRequest> {
-    fake.requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == "/v1/payment_intents")
-        .collect()
 }
 
 fn succeeded_intents(fake: &FakeStripe) -> Vec<Value> {

@@ -4,22 +4,17 @@
 //! `openapi/2025-09-29.json` departs from the official requests. Every session and error received is validated
 //! against both the official 2025-09-29 JSON Schema and our document (`own_openapi.rs` checks the document).
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use test_support::{
-    fake_stripe::FakeStripe,
-    webhook_receiver::{Validator, WebhookReceiver},
-};
+use test_support::{fake_stripe::FakeStripe, webhook_receiver::WebhookReceiver};
 
 use crate::{
     helpers::{AGENT_KEY, TestApp, eventually, spawn_app, spawn_app_with},
     lifecycle::{HEADLAMP_LIMIT_2, MAP_PACK, TEE, address, count, payment, stock},
-    official::{assert_valid, examples, spec_dir},
+    official::{assert_valid, examples},
+    shared::{intent_posts, official_webhook_schema, post_raw, receiver_validator, total},
     stripe::{SECRET, stripe_app, token},
     v2025_12_12::{with, without},
 };
@@ -93,15 +88,6 @@ fn message<'a>(session: &'a Value, code: &str) -> &'a Value {
         .as_array()
         .and_then(|m| m.iter().find(|m| m["code"] == code))
         .unwrap_or_else(|| panic!("no {code} message: {session:#}"))
-}
-
-fn total(body: &Value, kind: &str) -> i64 {
-    body["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == kind)
-        .map_or(0, |t| t["amount"].as_i64().unwrap())
 }
 
 async fn charges(app: &TestApp, status: &str) -> i64 {
@@ -213,28 +199,10 @@ async fn a_whole_checkout_in_2025_09_29_shapes() {
         json!({"type": "order_create", "data": {"type": "order", "checkout_session_id": id,
                "permalink_url": completed["order"]["permalink_url"], "status": "confirmed", "refunds": []}})
     );
-    if let Some(webhook) = official_webhook_schema() {
+    if let Some(webhook) = official_webhook_schema(VERSION) {
         let errors: Vec<String> = webhook.iter_errors(&payload).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:?}");
     }
-}
-
-/// `WebhookEvent` of the official 2025-09-29 webhook OpenAPI (self-contained). None without the spec.
-fn official_webhook_schema() -> Option<Arc<jsonschema::Validator>> {
-    static VALIDATOR: OnceLock<Option<Arc<jsonschema::Validator>>> = OnceLock::new();
-    VALIDATOR
-        .get_or_init(|| {
-            let path = spec_dir()?.join("spec/2025-09-29/openapi/openapi.agentic_checkout_webhook.yaml");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let document: Value = serde_yaml_ng::from_str(&text).expect("official webhook OpenAPI parses");
-            let root = json!({"$ref": "#/components/schemas/WebhookEvent", "components": document["components"]});
-            let validator = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .build(&root)
-                .expect("WebhookEvent compiles");
-            Some(Arc::new(validator))
-        })
-        .clone()
 }
 
 #[tokio::test]
@@ -853,28 +821,11 @@ fn our_request_schemas_agree_with_the_official_ones_except_where_documented() {
 // The rest of the conformance suite for this version: the fake Stripe, webhooks, illegal transitions, expiry, the
 // error table and the bad-input matrix.
 
-/// The same POST with a raw body and content type.
-fn post_raw(app: &TestApp, path: &str, content_type: &str, body: &str) -> RequestBuilder {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(AGENT_KEY)
-        .header("API-Version", VERSION)
-        .header("Content-Type", content_type)
-        .body(body.to_owned())
-}
-
 async fn create_id(app: &TestApp) -> String {
     create(app, json!([{"id": TEE, "quantity": 1}])).await["id"]
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-fn intent_posts(fake: &FakeStripe) -> Vec<test_support::fake_stripe::LoggedRequest> {
-    fake.requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == "/v1/payment_intents")
-        .collect()
 }
 
 #[tokio::test]
@@ -939,21 +890,7 @@ async fn completes_on_the_fake_stripe_and_a_3ds_card_is_never_charged() {
 #[tokio::test]
 async fn order_webhooks_are_signed_legacy_bodies_after_complete_ship_and_refund() {
     const WEBHOOK_SECRET: &str = "whsec_test_secret_0123456789";
-    let schema = official_webhook_schema();
-    let validator: Validator = Arc::new(move |body: &Value| match &schema {
-        Some(s) => {
-            let errors: Vec<String> = s
-                .iter_errors(body)
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
-        }
-        None => Ok(()),
-    });
+    let validator = receiver_validator(official_webhook_schema(VERSION));
     let receiver = WebhookReceiver::start(WEBHOOK_SECRET, validator).await;
     let url = receiver.base_url();
     let app = spawn_app_with(&[
@@ -1225,12 +1162,12 @@ async fn the_error_table_in_2025_09_29() {
         json!(["2026-04-17", "2026-01-30", "2026-01-16", "2025-12-12", "2025-09-29"]),
         "newest first"
     );
-    let r = post_raw(&app, "/checkout_sessions", "application/json", "{\"items\": [")
+    let r = post_raw(&app, VERSION, "/checkout_sessions", "application/json", "{\"items\": [")
         .send()
         .await
         .unwrap();
     error(r, StatusCode::BAD_REQUEST, "invalid_json", None).await;
-    let r = post_raw(&app, "/checkout_sessions", "text/plain", &body.to_string())
+    let r = post_raw(&app, VERSION, "/checkout_sessions", "text/plain", &body.to_string())
         .send()
         .await
         .unwrap();
@@ -1268,7 +1205,10 @@ async fn the_error_table_in_2025_09_29() {
 /// A refusal: 400 with `code` and `param`, a message, never a 5xx, and no row written.
 async fn refused(app: &TestApp, path: &str, body: &str, code: &str, param: &str) {
     let before = rows(app).await;
-    let r = post_raw(app, path, "application/json", body).send().await.unwrap();
+    let r = post_raw(app, VERSION, path, "application/json", body)
+        .send()
+        .await
+        .unwrap();
     assert!(!r.status().is_server_error(), "{path} {body}: a 5xx");
     let e = error(r, StatusCode::BAD_REQUEST, code, Some(Some(param))).await;
     assert!(!e["message"].as_str().unwrap_or_default().is_empty());

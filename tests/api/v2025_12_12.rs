@@ -23,6 +23,7 @@ use crate::{
     helpers::{AGENT_KEY, TestApp, eventually, spawn_app, spawn_app_with},
     lifecycle::{HEADLAMP_LIMIT_2, JACKET_OUT_OF_STOCK, MAP_PACK, TEE, address, count},
     official::{assert_valid, assert_valid_session, examples, spec_dir},
+    shared::{intent_posts, official_webhook_schema, receiver_validator, total},
     stripe::{SECRET, stripe_app, token},
 };
 
@@ -167,12 +168,7 @@ pub fn post_keyed(app: &TestApp, v: &Version, path: &str, key: &str, body: &Valu
 
 /// A POST of `v` with a raw body of a chosen content type.
 pub fn post_raw(app: &TestApp, v: &Version, path: &str, content_type: &str, body: &str) -> RequestBuilder {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(AGENT_KEY)
-        .header("API-Version", v.name)
-        .header("Content-Type", content_type)
-        .body(body.to_owned())
+    crate::shared::post_raw(app, v.name, path, content_type, body)
 }
 
 pub fn get(app: &TestApp, v: &Version, path: &str) -> RequestBuilder {
@@ -216,15 +212,6 @@ pub async fn create_id(app: &TestApp, v: &Version) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-pub fn total(body: &Value, kind: &str) -> i64 {
-    body["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == kind)
-        .map_or(0, |t| t["amount"].as_i64().unwrap())
 }
 
 /// An option's price in the version's shape (flat `total`, or the `total` of its `totals[]`).
@@ -460,13 +447,6 @@ pub async fn three_ds_outcomes(v: &Version) {
         .unwrap();
     assert_eq!(session(v, r, StatusCode::OK).await["status"], "completed");
     assert_eq!(succeeded_charges(&app).await, 1);
-}
-
-fn intent_posts(fake: &FakeStripe) -> Vec<test_support::fake_stripe::LoggedRequest> {
-    fake.requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == "/v1/payment_intents")
-        .collect()
 }
 
 /// The same on the fake Stripe: a plain payment, then 3-D Secure with the cryptogram handed to Stripe, and a
@@ -1114,35 +1094,7 @@ pub async fn order_webhooks(v: &Version) {
 
 /// `WebhookEvent` of the version's official webhook OpenAPI (self-contained), as the fake receiver's check.
 fn official_webhook_validator(v: &Version) -> Validator {
-    let schema = spec_dir().map(|dir| {
-        let path = dir.join(format!("spec/{}/openapi/openapi.agentic_checkout_webhook.yaml", v.name));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let doc: Value = serde_yaml_ng::from_str(&text).expect("official webhook OpenAPI parses");
-        let root = json!({"$ref": "#/components/schemas/WebhookEvent", "components": doc["components"]});
-        let built = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&root)
-            .expect("WebhookEvent compiles");
-        assert!(
-            !built.is_valid(&json!({"type": "order_create", "data": {"type": "order"}})),
-            "really enforced"
-        );
-        Arc::new(built)
-    });
-    Arc::new(move |body: &Value| match &schema {
-        Some(v) => {
-            let errors: Vec<String> = v
-                .iter_errors(body)
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
-        }
-        None => Ok(()),
-    })
+    receiver_validator(official_webhook_schema(v.name))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

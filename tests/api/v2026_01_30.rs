@@ -4,22 +4,20 @@
 //! validated against the official 2026-01-30 JSON Schema bundle and against our own `openapi/2026-01-30.json`;
 //! every webhook body against the official 2026-01-30 webhook OpenAPI.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use test_support::{
     fake_stripe::FakeStripe,
-    webhook_receiver::{Delivery, Validator, WebhookReceiver},
+    webhook_receiver::{Delivery, WebhookReceiver},
 };
 
 use crate::{
     helpers::{AGENT_KEY, TestApp, eventually, spawn_app, spawn_app_with},
     lifecycle::{JACKET_OUT_OF_STOCK, MAP_PACK, TEE, address, count, create_body, payment},
     official::{assert_valid, assert_valid_session, examples, schemas, spec_dir},
+    shared::{official_webhook_schema, receiver_validator, total},
 };
 
 const V: &str = "2026-01-30";
@@ -148,16 +146,6 @@ async fn ready(app: &TestApp) -> String {
     let s = create(app, &create_body(json!([{"id": TEE}]))).await;
     assert_eq!(s["status"], "ready_for_payment", "{s:#}");
     s["id"].as_str().unwrap().to_owned()
-}
-
-fn total(body: &Value, kind: &str) -> i64 {
-    body["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["type"] == kind)
-        .map(|t| t["amount"].as_i64().unwrap())
-        .sum()
 }
 
 fn authenticated(token: &str) -> Value {
@@ -663,48 +651,9 @@ async fn v2026_01_30_idempotency_key_is_optional_and_its_refusals_are_request_no
 
 const WEBHOOK_SECRET: &str = "whsec_test_secret_0123456789";
 
-fn official_webhook_schema() -> Option<Arc<jsonschema::Validator>> {
-    static VALIDATOR: OnceLock<Option<Arc<jsonschema::Validator>>> = OnceLock::new();
-    VALIDATOR
-        .get_or_init(|| {
-            let path = spec_dir()?.join("spec/2026-01-30/openapi/openapi.agentic_checkout_webhook.yaml");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let document: Value = serde_yaml_ng::from_str(&text).expect("the webhook OpenAPI parses");
-            let root = json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "$ref": "#/components/schemas/WebhookEvent",
-                "components": document["components"],
-            });
-            let validator = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .build(&root)
-                .expect("WebhookEvent compiles");
-            Some(Arc::new(validator))
-        })
-        .clone()
-}
-
-fn webhook_validator() -> Validator {
-    let schema = official_webhook_schema();
-    Arc::new(move |body: &Value| match &schema {
-        Some(v) => {
-            let errors: Vec<String> = v
-                .iter_errors(body)
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
-        }
-        None => Ok(()),
-    })
-}
-
 #[test]
 fn v2026_01_30_the_official_webhook_schema_is_really_enforced() {
-    let Some(schema) = official_webhook_schema() else {
+    let Some(schema) = official_webhook_schema(V) else {
         return;
     };
     let data = json!({"type": "order", "checkout_session_id": "cs_1", "permalink_url": "https://shop.example.com/o/1",
@@ -731,7 +680,7 @@ fn for_session(receiver: &WebhookReceiver, session_id: &str) -> Vec<Delivery> {
 
 #[tokio::test]
 async fn v2026_01_30_order_webhooks_use_the_legacy_body_after_complete_ship_and_refund() {
-    let receiver = WebhookReceiver::start(WEBHOOK_SECRET, webhook_validator()).await;
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET, receiver_validator(official_webhook_schema(V))).await;
     let url = receiver.base_url();
     let app = spawn_app_with(&[
         ("agent_webhook_url", url.as_str()),
