@@ -199,3 +199,56 @@ fn classify(e: reqwest::Error) -> DeliveryError {
         format!("request failed: {e}")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver(allow_internal: bool) -> GuardedResolver {
+        GuardedResolver {
+            timeout: Duration::from_secs(2),
+            allow_internal,
+        }
+    }
+
+    fn name(host: &str) -> Name {
+        host.parse().expect("a valid DNS name")
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_special_purpose_addresses_unless_allowed() {
+        let refused = match resolver(false).resolve(name("localhost")).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e,
+        };
+        assert!(refused.downcast_ref::<SpecialAddress>().is_some(), "{refused}");
+        let allowed: Vec<SocketAddr> = resolver(true)
+            .resolve(name("localhost"))
+            .await
+            .expect("allowed in development")
+            .collect();
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()) && !allowed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn literal_special_addresses_and_plain_http_are_refused_before_connecting() {
+        let client = WebhookClient::new(ClientPolicy {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 16,
+            allow_insecure: false,
+        })
+        .expect("client");
+        for url in [
+            "https://10.0.0.1/h",
+            "https://[::ffff:127.0.0.1]/h",
+            "https://[fe80::1]/h",
+            "http://example.com/h",
+        ] {
+            let result = client
+                .post(&Url::parse(url).unwrap(), HeaderMap::new(), Vec::new())
+                .await;
+            assert!(matches!(result, Err(DeliveryError::Refused(_))), "{url}: {result:?}");
+        }
+    }
+}

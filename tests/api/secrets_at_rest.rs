@@ -52,7 +52,7 @@ async fn register_agent(app: &TestApp, webhook_url: &str, secret: &str) -> (Stri
 
 /// Every row of `table`, as PostgreSQL renders the whole row in text.
 async fn raw_rows(pool: &PgPool, table: &str) -> Vec<String> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select t::text from {table} t")))
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select t::text from \"{table}\" t")))
         .fetch_all(pool)
         .await
         .unwrap()
@@ -88,20 +88,30 @@ async fn no_api_key_or_webhook_secret_is_stored_in_clear_and_only_the_configured
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    let rows = [
-        raw_rows(&app.db, "agent").await,
-        raw_rows(&app.db, "agent_webhook_secret").await,
-    ]
-    .concat();
+    // Every row of every table (idempotency records included), with bytea columns in PostgreSQL's hex form.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select table_name::text from information_schema.tables
+         where table_schema = 'public' and table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(tables.iter().any(|t| t == "agent_webhook_secret"), "{tables:?}");
+    let mut rows = Vec::new();
+    for table in &tables {
+        rows.extend(raw_rows(&app.db, table).await);
+    }
     assert!(
         rows.iter().any(|row| row.contains(&agent_id)),
         "the agent's rows were read"
     );
     for clear in [api_key.as_str(), AGENT_SECRET, ROTATED_SECRET] {
-        assert!(
-            rows.iter().all(|row| !row.contains(clear)),
-            "a secret is stored in clear: {rows:#?}"
-        );
+        let hex: String = clear.bytes().map(|b| format!("{b:02x}")).collect();
+        let leaks: Vec<&String> = rows
+            .iter()
+            .filter(|row| row.contains(clear) || row.contains(&hex))
+            .collect();
+        assert!(leaks.is_empty(), "a secret is stored in clear: {leaks:#?}");
     }
 
     let in_agent = agent_secret(&app.db, &agent_id).await;
