@@ -81,6 +81,8 @@ const KEYS: &[&str] = &[
     "stripe_webhook_tolerance_secs",
     "api_versions",
     "agent_webhook_api_version",
+    // Secrets at rest (src/secrets).
+    "secrets_keys",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -317,6 +319,8 @@ struct RawSettings {
     api_versions: String,
     #[serde(default, deserialize_with = "lenient_opt_string")]
     agent_webhook_api_version: Option<String>,
+    #[serde(default)]
+    secrets_keys: Option<Secret>,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -383,6 +387,8 @@ pub struct Settings {
     pub api_versions: Vec<String>,
     /// The version the environment agent's order webhooks are rendered in (default: the complete call's).
     pub agent_webhook_api_version: Option<String>,
+    /// Keys sealing stored secrets (`ACP_SECRETS_KEYS`); the first seals, all open.
+    pub secrets_keys: crate::secrets::Keyring,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -614,6 +620,7 @@ impl RawSettings {
             ));
         }
 
+        let secrets_keys = parse_secrets_keys(non_empty(self.secrets_keys), production)?;
         let settings = Settings {
             env: self.env,
             database_url,
@@ -667,6 +674,7 @@ impl RawSettings {
             stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_secs),
             api_versions,
             agent_webhook_api_version,
+            secrets_keys,
         };
         if production {
             check_production(&settings)?;
@@ -805,26 +813,61 @@ pub fn host_is_internal(url: &Url) -> bool {
     }
 }
 
-/// Loopback, private (RFC 1918 / ULA), link-local, unspecified, CGNAT and documentation-free ranges an agent's
-/// public webhook receiver can never legitimately live in.
+/// IPv4 special-purpose ranges (IANA registry, RFC 6890 and successors) a public webhook receiver never lives in:
+/// "this network", private, CGNAT, loopback, link-local, IETF protocol assignments, documentation, 6to4 relay
+/// anycast, benchmarking, multicast, reserved and broadcast.
+const SPECIAL_V4: &[(u32, u32)] = &[
+    (0x0000_0000, 8),  // 0.0.0.0/8
+    (0x0a00_0000, 8),  // 10.0.0.0/8
+    (0x6440_0000, 10), // 100.64.0.0/10
+    (0x7f00_0000, 8),  // 127.0.0.0/8
+    (0xa9fe_0000, 16), // 169.254.0.0/16
+    (0xac10_0000, 12), // 172.16.0.0/12
+    (0xc000_0000, 24), // 192.0.0.0/24
+    (0xc000_0200, 24), // 192.0.2.0/24
+    (0xc058_6300, 24), // 192.88.99.0/24
+    (0xc0a8_0000, 16), // 192.168.0.0/16
+    (0xc612_0000, 15), // 198.18.0.0/15
+    (0xc633_6400, 24), // 198.51.100.0/24
+    (0xcb00_7100, 24), // 203.0.113.0/24
+    (0xe000_0000, 4),  // 224.0.0.0/4 (multicast)
+    (0xf000_0000, 4),  // 240.0.0.0/4 (reserved, broadcast included)
+];
+
+/// IPv6 special-purpose ranges. `::ffff:0:0/96` (IPv4-mapped) is not here: its embedded IPv4 address decides.
+const SPECIAL_V6: &[(u128, u32)] = &[
+    (0, 96),                                         // ::/96: unspecified, loopback, IPv4-compatible ::a.b.c.d
+    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96), // 64:ff9b::/96 (NAT64)
+    (0x0064_ff9b_0001_0000_0000_0000_0000_0000, 48), // 64:ff9b:1::/48 (local NAT64)
+    (0x0100_0000_0000_0000_0000_0000_0000_0000, 64), // 100::/64 (discard)
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 23), // 2001::/23 (IETF protocols, Teredo 2001::/32 included)
+    (0x2001_0db8_0000_0000_0000_0000_0000_0000, 32), // 2001:db8::/32 (documentation)
+    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16), // 2002::/16 (6to4)
+    (0xfc00_0000_0000_0000_0000_0000_0000_0000, 7),  // fc00::/7 (unique local)
+    (0xfe80_0000_0000_0000_0000_0000_0000_0000, 10), // fe80::/10 (link-local)
+    (0xfec0_0000_0000_0000_0000_0000_0000_0000, 10), // fec0::/10 (site-local, deprecated)
+    (0xff00_0000_0000_0000_0000_0000_0000_0000, 8),  // ff00::/8 (multicast)
+];
+
+/// Whether `ip` is in a special-purpose range (see [`SPECIAL_V4`] and [`SPECIAL_V6`]): loopback, private,
+/// link-local, documentation, multicast, reserved, translation prefixes... Webhook URLs and the addresses they
+/// resolve to are refused there unless insecure URLs are allowed.
 pub fn is_internal_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
+            let bits = u32::from(v4);
+            SPECIAL_V4
+                .iter()
+                .any(|&(net, len)| bits >> (32 - len) == net >> (32 - len))
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal_ip(IpAddr::V4(v4)))
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal_ip(IpAddr::V4(v4));
+            }
+            let bits = u128::from(v6);
+            SPECIAL_V6
+                .iter()
+                .any(|&(net, len)| bits >> (128 - len) == net >> (128 - len))
         }
     }
 }
@@ -963,6 +1006,20 @@ fn parse_api_versions(value: &str) -> Result<Vec<String>, ConfigError> {
     Ok(versions)
 }
 
+/// `ACP_SECRETS_KEYS`: required in production; development falls back to the published `dev` key.
+fn parse_secrets_keys(value: Option<Secret>, production: bool) -> Result<crate::secrets::Keyring, ConfigError> {
+    match value {
+        Some(keys) => {
+            crate::secrets::Keyring::parse(keys.expose()).map_err(|e| ConfigError::new("secrets_keys", e.to_string()))
+        }
+        None if production => Err(ConfigError::new(
+            "secrets_keys",
+            "required in production: key_id:base64-32-bytes (generate with `openssl rand -base64 32`)",
+        )),
+        None => Ok(crate::secrets::Keyring::development()),
+    }
+}
+
 fn parse_secret_list(value: &str) -> Vec<Secret> {
     value
         .split(',')
@@ -993,6 +1050,7 @@ mod tests {
             ("agent_api_key", "agent-key-0123456789abcdefghij"),
             ("admin_token", "admin-token-0123456789abcdefghij"),
             ("stripe_secret_key", "sk_test_123"),
+            ("secrets_keys", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
         ];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)
@@ -1142,6 +1200,114 @@ mod tests {
         let listed: Vec<&str> = s.stripe_webhook_secrets.iter().map(Secret::expose).collect();
         assert_eq!(listed, ["whsec_a", "whsec_b"]);
         assert!(dev(&[]).unwrap().stripe_webhook_secrets.is_empty());
+    }
+
+    #[test]
+    fn secrets_keys_are_required_in_production_and_validated() {
+        let err = prod(&[("secrets_keys", "")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_SECRETS_KEYS");
+        assert!(err.problem.contains("required in production"), "{err}");
+        assert_eq!(dev(&[]).unwrap().secrets_keys.key_ids(), ["dev"]);
+        let material = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        for (value, problem) in [
+            ("k1:not base64!", "not valid base64"),
+            ("k1:AAAA", "exactly 32"),
+            (&*format!("k1:{material},k1:{material}"), "more than once"),
+        ] {
+            let err = dev(&[("secrets_keys", value)]).unwrap_err();
+            assert_eq!(err.setting, "ACP_SECRETS_KEYS", "{value}");
+            assert!(err.problem.contains(problem), "{value}: {err}");
+            assert!(!err.to_string().contains(material), "key material is never printed");
+        }
+        let s = prod(&[("secrets_keys", &format!("new:{material}, old:{material}"))]).unwrap();
+        assert_eq!(s.secrets_keys.key_ids(), ["new", "old"]);
+    }
+
+    #[test]
+    fn every_special_purpose_range_is_internal() {
+        let refused = [
+            "0.0.0.0",
+            "0.255.255.255",
+            "10.0.0.1",
+            "10.255.255.255",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.255.254",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b::808:808",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378::1",
+            "2001:1ff::1",
+            "2001:db8::1",
+            "2002:c000:0204::1",
+            "fc00::1",
+            "fdff::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+        ];
+        for ip in refused {
+            assert!(is_internal_ip(ip.parse().unwrap()), "{ip} must be refused");
+        }
+        let public = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "126.255.255.255",
+            "169.253.0.1",
+            "172.15.255.255",
+            "172.32.0.1",
+            "192.0.1.1",
+            "192.0.3.1",
+            "192.88.98.1",
+            "192.169.0.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "198.51.101.1",
+            "203.0.114.1",
+            "223.255.255.255",
+            "93.184.216.34",
+            "::ffff:8.8.8.8",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "2606:4700::1111",
+            "2a00:1450::1",
+            "64:ff9b:2::1",
+            "100:0:0:1::1",
+            "2003::1",
+            "fbff::1",
+        ];
+        for ip in public {
+            assert!(!is_internal_ip(ip.parse().unwrap()), "{ip} must be accepted");
+        }
     }
 
     #[test]

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         action: CatalogAction,
     },
+    /// Stored secrets (sealed with ACP_SECRETS_KEYS).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Local demo: provision a private PostgreSQL when DATABASE_URL is unset, migrate and serve in development
     /// mode with the simulator PSP.
     Demo,
@@ -86,6 +91,13 @@ enum WebhookAction {
         #[arg(long, default_value_t = acp_merchant::webhooks::signer::TOLERANCE_SECS)]
         tolerance: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Re-seal every stored secret with the active (first) key of ACP_SECRETS_KEYS, in one transaction; a secret
+    /// sealed with a key no longer configured is an error naming that key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +139,7 @@ fn main() -> ExitCode {
             Command::Webhook { action } => webhook_command(action),
             Command::Rules { action } => rules_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
+            Command::Secrets { action } => secrets_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Demo => demo(file).await,
         }
     });
@@ -168,7 +181,28 @@ async fn migrate(settings: Settings) -> Outcome {
     telemetry::init(settings.log_format, &settings.log_level);
     let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot migrate", e))?;
     db::migrate(&pool).await.map_err(|e| fail("cannot migrate", e))?;
-    tracing::info!("migrations applied");
+    // Secrets stored in clear by an older version are sealed right after the migrations.
+    let sealed = acp_merchant::secrets::store::seal_clear_rows(&pool, &settings.secrets_keys)
+        .await
+        .map_err(|e| fail("cannot seal stored secrets", e))?;
+    tracing::info!(sealed = sealed.sealed_from_clear, "migrations applied");
+    Ok(())
+}
+
+async fn secrets_command(settings: Settings, action: SecretsAction) -> Outcome {
+    telemetry::init(settings.log_format, &settings.log_level);
+    let SecretsAction::Rotate = action;
+    let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot rotate", e))?;
+    let done = acp_merchant::secrets::store::rotate(&pool, &settings.secrets_keys)
+        .await
+        .map_err(|e| fail("secrets rotate failed (nothing was changed)", e))?;
+    println!(
+        "re-sealed {} secrets with key `{}` ({} were in clear)",
+        done.rotated + done.sealed_from_clear,
+        settings.secrets_keys.active_key_id(),
+        done.sealed_from_clear
+    );
+    pool.close().await;
     Ok(())
 }
 
@@ -177,7 +211,7 @@ async fn worker(settings: Settings) -> Outcome {
     let pool = db::lazy_pool(&settings).map_err(|e| fail("cannot start", e))?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let config = WorkerConfig::from_settings(&settings, ENV_AGENT_ID);
+    let config = WorkerConfig::from_settings(&settings, ENV_AGENT_ID).map_err(|e| fail("cannot start", e))?;
     acp_merchant::webhooks::worker::run(pool.clone(), config, shutdown).await;
     pool.close().await;
     tracing::info!("worker stopped");

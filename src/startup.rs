@@ -107,6 +107,8 @@ pub enum StartupError {
     Protocol(#[from] crate::protocol::schema::SchemaError),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("webhook client: {0}")]
+    Webhooks(#[from] crate::webhooks::client::DeliveryError),
 }
 
 /// The checkout use cases as configured (`simulator` is the simulator PSP when that is the configured one).
@@ -139,6 +141,8 @@ pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Che
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// The delivery worker's configuration (its HTTP client built once here), when the worker runs in-process.
+    webhook_worker: Option<WorkerConfig>,
 }
 
 impl Application {
@@ -152,6 +156,11 @@ impl Application {
         let checkout = checkout(&settings, simulator.clone())?;
         let settings_versions = settings.api_versions.clone();
         let wire = checkout.wire.clone();
+        let keyring = settings.secrets_keys.clone();
+        let webhook_worker = settings
+            .webhook_worker_enabled
+            .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
+            .transpose()?;
         let state = AppState {
             settings: Arc::new(settings),
             db,
@@ -161,8 +170,13 @@ impl Application {
             simulator,
             tasks: TaskTracker::new(),
             protocol: Arc::new(crate::protocol::Protocol::new(&settings_versions)?),
+            keyring,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            webhook_worker,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -177,7 +191,11 @@ impl Application {
     /// `shutdown_timeout` to finish, and waits for background workers.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let addr = self.local_addr();
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            webhook_worker,
+        } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
         workers.spawn(prepare_database(state.clone(), shutdown.clone()));
@@ -187,8 +205,7 @@ impl Application {
             state.settings.expiry_sweep_interval,
             shutdown.clone(),
         ));
-        if state.settings.webhook_worker_enabled {
-            let config = WorkerConfig::from_settings(&state.settings, ENV_AGENT_ID);
+        if let Some(config) = webhook_worker {
             workers.spawn(crate::webhooks::worker::run(state.db.clone(), config, shutdown.clone()));
         }
         workers.spawn(sweep_idempotency_keys(
@@ -241,11 +258,12 @@ impl Application {
     }
 }
 
-/// Migrates (when configured to), then applies the settings that live in the database: the environment agent's
-/// webhook version.
+/// Migrates (when configured to) and seals the secrets still stored in clear, then applies the settings that
+/// live in the database: the environment agent's webhook version.
 async fn prepare_database(state: AppState, stop: CancellationToken) {
     if state.settings.migrate_on_start {
         db::migrate_until_done(state.db.clone(), state.settings.db_retry_interval, stop).await;
+        seal_clear_secrets(&state).await;
     }
     if let Some(version) = &state.settings.agent_webhook_api_version {
         let applied = async {
@@ -256,6 +274,18 @@ async fn prepare_database(state: AppState, stop: CancellationToken) {
         if let Err(e) = applied {
             tracing::warn!(error = %e, "could not apply ACP_AGENT_WEBHOOK_API_VERSION");
         }
+    }
+}
+
+/// The start-up step that follows the migrations: SQL cannot know the key, so secrets stored in clear (by an
+/// older version) are sealed here, in one transaction; sealed rows are left alone.
+async fn seal_clear_secrets(state: &AppState) {
+    match crate::secrets::store::seal_clear_rows(&state.db, &state.keyring).await {
+        Ok(done) if done.sealed_from_clear > 0 => {
+            tracing::info!(sealed = done.sealed_from_clear, "stored secrets sealed");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "could not seal the secrets stored in clear"),
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     catalog::{self, CatalogError},
     error::ApiError,
+    secrets::store::AGENT_WEBHOOK_SECRET,
 };
 
 pub fn router() -> Router<AppState> {
@@ -170,7 +171,12 @@ async fn create_agent(State(state): State<AppState>, _: Admin, request: Request)
     .bind(name)
     .bind(digest)
     .bind(&input.webhook_url)
-    .bind(&input.webhook_secret)
+    .bind(
+        input
+            .webhook_secret
+            .as_deref()
+            .map(|secret| state.keyring.seal(AGENT_WEBHOOK_SECRET, secret)),
+    )
     .execute(&state.db)
     .await?;
     tracing::info!(%agent_id, "agent registered");

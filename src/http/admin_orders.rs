@@ -340,7 +340,11 @@ async fn rotate_secret(
          on conflict (agent_id) do update set secret = excluded.secret, rotated_at = now()",
     )
     .bind(&agent_id)
-    .bind(&body.secret)
+    .bind(
+        state
+            .keyring
+            .seal(crate::secrets::store::ROTATED_WEBHOOK_SECRET, &body.secret),
+    )
     .execute(&state.db)
     .await?;
     tracing::info!(%agent_id, "webhook signing secret rotated");

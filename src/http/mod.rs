@@ -45,6 +45,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The ACP versions served, with their compiled request schemas.
     pub protocol: Arc<Protocol>,
+    /// Seals secrets before they are stored and opens them when read (`ACP_SECRETS_KEYS`).
+    pub keyring: crate::secrets::Keyring,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -249,9 +249,16 @@ struct UpdateRequest {
 }
 
 /// `provider` is checked by the schema (`stripe` only); `billing_address` is accepted and not used.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct PaymentDataIn {
     token: String,
+}
+
+/// The payment token never reaches a `Debug` output.
+impl std::fmt::Debug for PaymentDataIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaymentDataIn { token: [redacted] }")
+    }
 }
 
 #[derive(Debug, Deserialize)]

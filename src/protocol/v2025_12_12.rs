@@ -223,9 +223,16 @@ pub struct UpdateRequest {
 }
 
 /// `PaymentData {token, provider: "stripe", billing_address?}` (the billing address is not used).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct PaymentDataIn {
     pub token: String,
+}
+
+/// The payment token never reaches a `Debug` output.
+impl std::fmt::Debug for PaymentDataIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaymentDataIn { token: [redacted] }")
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -185,11 +185,21 @@ pub struct UpdateRequest {
     pub coupons: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `Debug` is written by hand: it leaves the payment token out.
+#[derive(Deserialize)]
 pub struct CredentialIn {
     #[serde(rename = "type")]
     pub kind: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for CredentialIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialIn")
+            .field("kind", &self.kind)
+            .field("token", &"[redacted]")
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,8 +19,9 @@ use std::future::Future;
 
 use sha2::{Digest, Sha256};
 
-/// Imported 3-D Secure results (from the agent's `authentication_result.outcome_details`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Imported 3-D Secure results (from the agent's `authentication_result.outcome_details`). `Debug` leaves the
+/// cryptogram (an authentication value) out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ThreeDsData {
     pub cryptogram: String,
     pub electronic_commerce_indicator: String,
@@ -28,11 +29,23 @@ pub struct ThreeDsData {
     pub version: String,
 }
 
+impl std::fmt::Debug for ThreeDsData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreeDsData")
+            .field("cryptogram", &"[redacted]")
+            .field("electronic_commerce_indicator", &self.electronic_commerce_indicator)
+            .field("transaction_id", &self.transaction_id)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 /// The metadata key under which every PaymentIntent names the payment attempt it belongs to (how a resolver finds
 /// the intent when its id was never heard).
 pub const ATTEMPT_METADATA_KEY: &str = "acp_attempt_id";
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand: it leaves the payment token out.
+#[derive(Clone)]
 pub struct ChargeRequest {
     /// The payment attempt this charge belongs to (sent as metadata, so the PSP can be asked about it later).
     pub attempt_id: String,
@@ -47,6 +60,22 @@ pub struct ChargeRequest {
     pub token: String,
     /// Present when the buyer completed 3-D Secure for this attempt.
     pub three_ds: Option<ThreeDsData>,
+}
+
+impl std::fmt::Debug for ChargeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChargeRequest")
+            .field("attempt_id", &self.attempt_id)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("checkout_session_id", &self.checkout_session_id)
+            .field("order_reference", &self.order_reference)
+            .field("agent_id", &self.agent_id)
+            .field("amount", &self.amount)
+            .field("currency", &self.currency)
+            .field("token", &"[redacted]")
+            .field("three_ds", &self.three_ds)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

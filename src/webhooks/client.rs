@@ -1,11 +1,20 @@
 //! The HTTP client that delivers webhooks, with the hygiene an outbound caller of customer-supplied URLs needs:
-//! https only (unless allowed), the host resolved once and checked against private, loopback and link-local
-//! ranges (unless allowed) and then pinned for the connection (no DNS rebinding between check and connect),
-//! connect and total timeouts, no redirects, and at most `max_response_bytes` of the response read.
+//! https only (unless allowed), no proxy (reqwest would otherwise honour `HTTP(S)_PROXY`/`ALL_PROXY` from the
+//! environment and send every delivery through it), no redirects, connect and total timeouts, at most
+//! `max_response_bytes` of the response read, and a DNS resolver of our own that refuses special-purpose
+//! addresses (unless allowed). Because reqwest connects to exactly the addresses that resolver returns, the
+//! address checked is the address connected to: no DNS rebinding between check and connect.
+//!
+//! One [`WebhookClient`] is built at start-up and shared by every delivery, so connections and TLS sessions are
+//! reused.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{error::Error as StdError, net::SocketAddr, sync::Arc, time::Duration};
 
-use reqwest::{Url, header::HeaderMap};
+use reqwest::{
+    Url,
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::HeaderMap,
+};
 
 use crate::config::is_internal_ip;
 
@@ -39,82 +48,207 @@ impl DeliveryError {
     }
 }
 
-async fn resolve(url: &Url, policy: &ClientPolicy) -> Result<SocketAddr, DeliveryError> {
-    match url.scheme() {
-        "https" => {}
-        "http" if policy.allow_insecure => {}
-        other => return Err(DeliveryError::Refused(format!("scheme {other} is not allowed"))),
-    }
-    let host = url.host_str().ok_or_else(|| DeliveryError::Refused("no host".into()))?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| DeliveryError::Transport(format!("cannot resolve {host}: {e}")))?
-        .collect();
-    let first = *addrs
-        .first()
-        .ok_or_else(|| DeliveryError::Transport(format!("{host} has no address")))?;
-    if !policy.allow_insecure && addrs.iter().any(|a| is_internal_ip(a.ip())) {
-        return Err(DeliveryError::Refused(format!(
-            "{host} resolves to a private, loopback or link-local address"
-        )));
-    }
-    Ok(first)
+/// The resolver's refusal, found again in the error chain to report it as a policy refusal.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to a special-purpose address ({address}): loopback, private, link-local or reserved")]
+struct SpecialAddress {
+    host: String,
+    address: std::net::IpAddr,
 }
 
-/// POSTs `body` to `url` once.
-pub async fn post(
-    url: &Url,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    policy: &ClientPolicy,
-) -> Result<Answer, DeliveryError> {
-    let addr = resolve(url, policy).await?;
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(policy.connect_timeout)
-        .timeout(policy.timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(domain) = url.domain() {
-        // Connect to the address we checked, whatever DNS says a moment later.
-        builder = builder.resolve(domain, addr);
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("resolving {0} timed out")]
+    Timeout(String),
+    #[error("{0} has no address")]
+    NoAddress(String),
+}
+
+/// Resolves with the system resolver (bounded by the connect timeout) and refuses any answer holding a
+/// special-purpose address, unless internal addresses are allowed.
+struct GuardedResolver {
+    timeout: Duration,
+    allow_internal: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let (timeout, allow_internal) = (self.timeout, self.allow_internal);
+        Box::pin(async move {
+            let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), 0)))
+                .await
+                .map_err(|_| boxed(LookupError::Timeout(host.clone())))?
+                .map_err(boxed)?;
+            let addrs: Vec<SocketAddr> = found.collect();
+            if addrs.is_empty() {
+                return Err(boxed(LookupError::NoAddress(host)));
+            }
+            if !allow_internal && let Some(special) = addrs.iter().find(|a| is_internal_ip(a.ip())) {
+                return Err(boxed(SpecialAddress {
+                    host,
+                    address: special.ip(),
+                }));
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
     }
-    let client = builder
-        .build()
-        .map_err(|e| DeliveryError::Transport(format!("client: {e}")))?;
-    let mut response = client
-        .post(url.clone())
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            DeliveryError::Transport(if e.is_timeout() {
-                "timed out".into()
-            } else {
-                format!("request failed: {e}")
-            })
-        })?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // Read (and discard) at most the cap: a receiver cannot make us buffer or wait on an endless body.
-    let mut read = 0usize;
-    while read < policy.max_response_bytes {
-        match response.chunk().await {
-            Ok(Some(chunk)) => read += chunk.len(),
-            Ok(None) | Err(_) => break,
+}
+
+fn boxed(e: impl StdError + Send + Sync + 'static) -> Box<dyn StdError + Send + Sync> {
+    Box::new(e)
+}
+
+/// The webhook HTTP client: built once, reused for every delivery.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    policy: ClientPolicy,
+}
+
+impl WebhookClient {
+    pub fn new(policy: ClientPolicy) -> Result<Self, DeliveryError> {
+        let resolver = GuardedResolver {
+            timeout: policy.connect_timeout,
+            allow_internal: policy.allow_insecure,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.timeout)
+            .dns_resolver(Arc::new(resolver))
+            .build()
+            .map_err(|e| DeliveryError::Transport(format!("cannot build the webhook HTTP client: {e}")))?;
+        Ok(Self { http, policy })
+    }
+
+    pub fn policy(&self) -> &ClientPolicy {
+        &self.policy
+    }
+
+    /// POSTs `body` to `url` once.
+    pub async fn post(&self, url: &Url, headers: HeaderMap, body: Vec<u8>) -> Result<Answer, DeliveryError> {
+        self.check_url(url)?;
+        let mut response = self
+            .http
+            .post(url.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read (and discard) at most the cap: a receiver cannot make us buffer or wait on an endless body.
+        let mut read = 0usize;
+        while read < self.policy.max_response_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if status.is_redirection() {
+            return Err(DeliveryError::Transport(format!("redirect ({status}) refused")));
+        }
+        Ok(Answer {
+            status: status.as_u16(),
+            retry_after,
+        })
+    }
+
+    /// The scheme, and literal IP hosts (they never reach a resolver).
+    fn check_url(&self, url: &Url) -> Result<(), DeliveryError> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_insecure => {}
+            other => return Err(DeliveryError::Refused(format!("scheme {other} is not allowed"))),
+        }
+        let literal = match url.host() {
+            None => return Err(DeliveryError::Refused("no host".into())),
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+        };
+        if !self.policy.allow_insecure && literal.is_some_and(is_internal_ip) {
+            return Err(DeliveryError::Refused(
+                "the URL points at a special-purpose address: loopback, private, link-local or reserved".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The resolver's refusal is a policy refusal (permanent); anything else is a transport failure (retried).
+fn classify(e: reqwest::Error) -> DeliveryError {
+    let mut source: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(cause) = source {
+        if let Some(special) = cause.downcast_ref::<SpecialAddress>() {
+            return DeliveryError::Refused(special.to_string());
+        }
+        source = cause.source();
+    }
+    DeliveryError::Transport(if e.is_timeout() {
+        "timed out".into()
+    } else {
+        format!("request failed: {e}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver(allow_internal: bool) -> GuardedResolver {
+        GuardedResolver {
+            timeout: Duration::from_secs(2),
+            allow_internal,
         }
     }
-    if status.is_redirection() {
-        return Err(DeliveryError::Transport(format!("redirect ({status}) refused")));
+
+    fn name(host: &str) -> Name {
+        host.parse().expect("a valid DNS name")
     }
-    Ok(Answer {
-        status: status.as_u16(),
-        retry_after,
-    })
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_special_purpose_addresses_unless_allowed() {
+        let refused = match resolver(false).resolve(name("localhost")).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e,
+        };
+        assert!(refused.downcast_ref::<SpecialAddress>().is_some(), "{refused}");
+        let allowed: Vec<SocketAddr> = resolver(true)
+            .resolve(name("localhost"))
+            .await
+            .expect("allowed in development")
+            .collect();
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()) && !allowed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn literal_special_addresses_and_plain_http_are_refused_before_connecting() {
+        let client = WebhookClient::new(ClientPolicy {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 16,
+            allow_insecure: false,
+        })
+        .expect("client");
+        for url in [
+            "https://10.0.0.1/h",
+            "https://[::ffff:127.0.0.1]/h",
+            "https://[fe80::1]/h",
+            "http://example.com/h",
+        ] {
+            let result = client
+                .post(&Url::parse(url).unwrap(), HeaderMap::new(), Vec::new())
+                .await;
+            assert!(matches!(result, Err(DeliveryError::Refused(_))), "{url}: {result:?}");
+        }
+    }
 }

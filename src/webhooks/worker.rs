@@ -22,10 +22,16 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    client::{self, Answer, ClientPolicy, DeliveryError},
+    client::{Answer, ClientPolicy, DeliveryError, WebhookClient},
     signer,
 };
-use crate::config::Settings;
+use crate::{
+    config::{Secret, Settings},
+    secrets::{
+        Keyring, SecretsError,
+        store::{AGENT_WEBHOOK_SECRET, ROTATED_WEBHOOK_SECRET},
+    },
+};
 
 /// The worker's knobs, from configuration.
 #[derive(Debug, Clone)]
@@ -33,32 +39,38 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub schedule: Vec<Duration>,
     pub max_age: Duration,
-    pub client: ClientPolicy,
+    /// One HTTP client for every delivery.
+    pub client: WebhookClient,
     /// The environment's agent webhook target.
     pub env_agent_id: String,
     pub env_url: Option<Url>,
-    pub env_secret: Option<String>,
+    pub env_secret: Option<Secret>,
+    /// Opens the signing secrets stored in the database.
+    pub keyring: Keyring,
 }
 
 const PERMANENT_CLIENT_ERROR_TRIES: i32 = 3;
 const CANONICAL_PATH: &str = "/agentic_checkout/webhooks/order_events";
 
 impl WorkerConfig {
-    pub fn from_settings(settings: &Settings, env_agent_id: &str) -> Self {
-        Self {
+    /// Fails only when the HTTP client cannot be built (no usable TLS configuration).
+    pub fn from_settings(settings: &Settings, env_agent_id: &str) -> Result<Self, DeliveryError> {
+        let client = WebhookClient::new(ClientPolicy {
+            connect_timeout: settings.webhook_connect_timeout,
+            timeout: settings.webhook_timeout,
+            max_response_bytes: settings.webhook_max_response_bytes,
+            allow_insecure: !settings.is_production() || settings.allow_insecure_webhook_urls,
+        })?;
+        Ok(Self {
             poll_interval: settings.webhook_poll_interval,
             schedule: settings.webhook_retry_schedule.clone(),
             max_age: settings.webhook_max_age,
-            client: ClientPolicy {
-                connect_timeout: settings.webhook_connect_timeout,
-                timeout: settings.webhook_timeout,
-                max_response_bytes: settings.webhook_max_response_bytes,
-                allow_insecure: !settings.is_production() || settings.allow_insecure_webhook_urls,
-            },
+            client,
             env_agent_id: env_agent_id.to_owned(),
             env_url: settings.agent_webhook_url.clone(),
-            env_secret: settings.agent_webhook_secret.as_ref().map(|s| s.expose().to_owned()),
-        }
+            env_secret: settings.agent_webhook_secret.clone(),
+            keyring: settings.secrets_keys.clone(),
+        })
     }
 
     /// Delay before attempt `attempts + 1`, with ±20 % jitter; `Retry-After` can lengthen it up to an hour.
@@ -122,7 +134,14 @@ pub async fn deliver_one(pool: &PgPool, config: &WorkerConfig) -> Result<bool, s
     };
     let target = target_for(&mut tx, config, &agent_id).await?;
     let attempt = match &target {
-        Some((url, secret)) => attempt(url, secret, event_id, &payload, config).await,
+        Some((url, Ok(secret))) => attempt(url, secret.expose(), event_id, &payload, config).await,
+        // Retried: the operator may yet configure the key it was sealed with.
+        Some((_, Err(e))) => Attempt {
+            result: Err(DeliveryError::Transport(format!(
+                "the signing secret does not open: {e}"
+            ))),
+            duration_ms: 0,
+        },
         None => Attempt {
             result: Err(DeliveryError::Refused(
                 "the agent has no webhook URL or secret configured".into(),
@@ -166,25 +185,29 @@ async fn attempt(url: &Url, secret: &str, event_id: Uuid, payload: &Value, confi
         }
     }
     let started = std::time::Instant::now();
-    let result = client::post(url, headers, body, &config.client).await;
+    let result = config.client.post(url, headers, body).await;
     Attempt {
         result,
         duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
     }
 }
 
+type Target = (Url, Result<Secret, SecretsError>);
+
 /// The URL and secret for `agent_id`: a rotated secret (admin API) wins over the agent row and the environment.
+/// Secrets from the database are stored sealed and opened here.
 async fn target_for(
     conn: &mut PgConnection,
     config: &WorkerConfig,
     agent_id: &str,
-) -> Result<Option<(Url, String)>, sqlx::Error> {
+) -> Result<Option<Target>, sqlx::Error> {
     let rotated: Option<String> = sqlx::query_scalar("select secret from agent_webhook_secret where agent_id = $1")
         .bind(agent_id)
         .fetch_optional(&mut *conn)
         .await?;
+    let rotated = rotated.map(|stored| config.keyring.open(ROTATED_WEBHOOK_SECRET, &stored));
     let (url, secret) = if agent_id == config.env_agent_id {
-        (config.env_url.clone(), config.env_secret.clone())
+        (config.env_url.clone(), config.env_secret.clone().map(Ok))
     } else {
         let row: Option<(Option<String>, Option<String>)> =
             sqlx::query_as("select webhook_url, webhook_secret from agent where agent_id = $1")
@@ -192,6 +215,7 @@ async fn target_for(
                 .fetch_optional(&mut *conn)
                 .await?;
         let (url, secret) = row.unwrap_or((None, None));
+        let secret = secret.map(|stored| config.keyring.open(AGENT_WEBHOOK_SECRET, &stored));
         (url.and_then(|u| Url::parse(&u).ok()), secret)
     };
     Ok(match (url, rotated.or(secret)) {

@@ -67,6 +67,7 @@ fn production_env(database_url: &str) -> Vec<(&str, &str)> {
         ("ACP_AGENT_API_KEY", AGENT_KEY),
         ("ACP_ADMIN_TOKEN", PROD_ADMIN_TOKEN),
         ("ACP_PSP", "simulator"),
+        ("ACP_SECRETS_KEYS", crate::helpers::PROD_SECRETS_KEYS),
     ]
 }
 

@@ -16,6 +16,7 @@ mod own_openapi;
 mod payment_faults;
 mod pricing;
 mod readiness;
+mod secrets_at_rest;
 mod shared;
 mod shutdown;
 mod stock;

@@ -199,6 +199,7 @@ applies_to_shipping = true
         ("ACP_ADMIN_TOKEN", ADMIN_TOKEN),
         ("ACP_PSP", "simulator"),
         ("ACP_ALLOW_SIMULATOR_IN_PRODUCTION", "true"),
+        ("ACP_SECRETS_KEYS", crate::helpers::PROD_SECRETS_KEYS),
     ];
     let out = tokio::time::timeout(
         Duration::from_secs(30),

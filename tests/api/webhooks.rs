@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use acp_merchant::webhooks::client::{self, ClientPolicy, DeliveryError};
+use acp_merchant::webhooks::client::{ClientPolicy, DeliveryError, WebhookClient};
 use reqwest::{StatusCode, Url, header::HeaderMap};
 use serde_json::{Value, json};
 use test_support::webhook_receiver::{Behaviour, Delivery, Validator, WebhookReceiver};
@@ -397,7 +397,10 @@ async fn production_refuses_urls_resolving_to_private_addresses() {
         "https://[::1]:9/hooks",
         "http://example.com/hooks",
     ] {
-        let result = client::post(&Url::parse(url).unwrap(), HeaderMap::new(), b"{}".to_vec(), &strict).await;
+        let result = WebhookClient::new(strict.clone())
+            .unwrap()
+            .post(&Url::parse(url).unwrap(), HeaderMap::new(), b"{}".to_vec())
+            .await;
         assert!(matches!(result, Err(DeliveryError::Refused(_))), "{url}: {result:?}");
     }
     // The same address is allowed where the operator allows it (development, tests).
@@ -406,13 +409,10 @@ async fn production_refuses_urls_resolving_to_private_addresses() {
         allow_insecure: true,
         ..strict
     };
-    let answer = client::post(
-        &Url::parse(&receiver.url()).unwrap(),
-        HeaderMap::new(),
-        b"{}".to_vec(),
-        &lax,
-    )
-    .await;
+    let answer = WebhookClient::new(lax)
+        .unwrap()
+        .post(&Url::parse(&receiver.url()).unwrap(), HeaderMap::new(), b"{}".to_vec())
+        .await;
     assert!(answer.is_ok());
 }
 
@@ -423,6 +423,7 @@ async fn in_production_an_agent_webhook_on_a_private_host_is_dead_lettered() {
     let app = spawn_app_with(&[
         ("env", "production"),
         ("allow_simulator_in_production", "true"),
+        ("secrets_keys", crate::helpers::PROD_SECRETS_KEYS),
         ("webhook_poll_interval_ms", "25"),
         ("webhook_retry_schedule_ms", "100"),
     ])
@@ -437,7 +438,11 @@ async fn in_production_an_agent_webhook_on_a_private_host_is_dead_lettered() {
         "https://localhost:{}/hooks",
         Url::parse(&receiver.base_url()).unwrap().port().unwrap()
     ))
-    .bind(SECRET)
+    .bind(
+        app.state
+            .keyring
+            .seal(acp_merchant::secrets::store::AGENT_WEBHOOK_SECRET, SECRET),
+    )
     .execute(&app.db)
     .await
     .unwrap();
