@@ -25,6 +25,7 @@ pub mod orders;
 pub mod pricing;
 pub mod protocol;
 pub mod psp;
+pub mod signatures;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;

@@ -17,6 +17,7 @@ mod payment_faults;
 mod pricing;
 mod readiness;
 mod shutdown;
+mod signatures;
 mod stock;
 mod stripe;
 mod unreleased;
