@@ -266,8 +266,9 @@ pub fn precheck(
     let signature = headers.signature.ok_or(SignatureError::MissingSignature)?;
     let timestamp = headers.timestamp.ok_or(SignatureError::MissingTimestamp)?;
     let at = DateTime::parse_from_rfc3339(timestamp).map_err(|_| SignatureError::MalformedTimestamp)?;
-    let skew = now.signed_duration_since(at).num_seconds().unsigned_abs();
-    if skew > tolerance_secs {
+    // Milliseconds, so a timestamp 300.9 s away is outside a 300 s window (whole seconds would truncate it in).
+    let skew_ms = now.signed_duration_since(at).num_milliseconds().unsigned_abs();
+    if skew_ms > tolerance_secs.saturating_mul(1000) {
         return Err(SignatureError::OutsideWindow(tolerance_secs));
     }
     BASE64URL_LENIENT

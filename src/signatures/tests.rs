@@ -91,6 +91,11 @@ fn precheck_names_each_problem() {
         precheck(headers(Some("not base64!"), Some(ts)), now(), 300),
         Err(SignatureError::BadBase64)
     );
+    assert_eq!(
+        precheck(headers(Some("AAAA"), Some("2025-12-31T23:54:59.500Z")), now(), 300),
+        Err(SignatureError::OutsideWindow(300)),
+        "300.5 s is outside a 300 s window"
+    );
     // The window's edges are inside; another offset naming the same instant is the same time.
     assert!(precheck(headers(Some("AAAA"), Some("2025-12-31T23:55:00Z")), now(), 300).is_ok());
     assert!(precheck(headers(Some("AAAA"), Some("2026-01-01T01:00:00+01:00")), now(), 300).is_ok());

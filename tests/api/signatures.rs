@@ -165,7 +165,8 @@ async fn every_bad_signature_is_refused_with_its_precise_message() {
     let at = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let other_key = SignKey::parse(Algorithm::HmacSha256, "another_secret_that_is_long_enough_0000").unwrap();
     let tampered = body.replace(TEE, "var_trail_map_pack");
-    let (stale, future) = (at(-330), at(330));
+    // Whole-second timestamps truncate up to 1 s towards the past: 302 s is outside ±300 s either way.
+    let (stale, future) = (at(-302), at(302));
     let cases: [(String, String, String, &str); 6] = [
         (
             signed(&other_key, &ts, &body),
@@ -257,6 +258,16 @@ async fn required_mode_refuses_a_request_missing_either_header() {
     refused(r, "Missing Timestamp header").await;
     let r = create_raw(&app, &api_key, &body, None)
         .header("Timestamp", timestamp_now())
+        .send()
+        .await
+        .unwrap();
+    refused(r, "Missing Signature header").await;
+    // The signature is checked before API-Version: a request missing both hears about the signature.
+    let r = app
+        .client
+        .post(app.url("/checkout_sessions"))
+        .bearer_auth(&api_key)
+        .json(&create_body(json!([{"id": TEE}])))
         .send()
         .await
         .unwrap();
@@ -538,4 +549,47 @@ async fn the_sign_command_output_verifies_against_the_server() {
         .await
         .unwrap();
     session(r, StatusCode::CREATED).await;
+}
+
+/// A line of the README's worked example.
+fn readme_value(label: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("<!-- signature-example -->").expect("README example");
+    readme[start..]
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .map(|rest| rest.trim().to_owned())
+        .unwrap_or_else(|| panic!("README example has no `{label}` line"))
+}
+
+#[tokio::test]
+async fn the_sign_command_prints_the_readme_example_from_standard_input() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = std::env::temp_dir().join(format!("acp-sign-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("hmac.txt");
+    // A key file ends with a newline; it is not part of the secret.
+    std::fs::write(&key_file, format!("{}\n", readme_value("key:"))).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["sign", "--algorithm", "hmac-sha256", "--key-file"])
+        .arg(&key_file)
+        .args(["--timestamp", &readme_value("timestamp:"), "--body-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(readme_value("body:").as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!(
+            "Signature: {}\nTimestamp: {}\n",
+            readme_value("signature:"),
+            readme_value("timestamp:")
+        )
+    );
 }
