@@ -83,6 +83,12 @@ const KEYS: &[&str] = &[
     "agent_webhook_api_version",
     // Secrets at rest (src/secrets).
     "secrets_keys",
+    // Request signatures (issue 12).
+    "signature_tolerance_secs",
+    "agent_signature_mode",
+    "agent_signature_algorithm",
+    "agent_signature_key",
+    "agent_signature_covers",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -321,6 +327,15 @@ struct RawSettings {
     agent_webhook_api_version: Option<String>,
     #[serde(default)]
     secrets_keys: Option<Secret>,
+    // Request signatures (issue 12).
+    signature_tolerance_secs: u64,
+    #[serde(deserialize_with = "lenient_string")]
+    agent_signature_mode: String,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    agent_signature_algorithm: Option<String>,
+    agent_signature_key: Option<Secret>,
+    #[serde(deserialize_with = "lenient_string")]
+    agent_signature_covers: String,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -389,6 +404,10 @@ pub struct Settings {
     pub agent_webhook_api_version: Option<String>,
     /// Keys sealing stored secrets (`ACP_SECRETS_KEYS`); the first seals, all open.
     pub secrets_keys: crate::secrets::Keyring,
+    /// How far a request's `Timestamp` may be from the server's clock, either way.
+    pub signature_tolerance: Duration,
+    /// The environment agent's request-signature policy (`ACP_AGENT_SIGNATURE_*`).
+    pub agent_signature: crate::signatures::AgentSignature,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -490,6 +509,8 @@ impl RawSettings {
     fn validate(self) -> Result<Settings, ConfigError> {
         let production = self.env == Environment::Production;
         let three_ds = self.three_ds_settings()?;
+        let agent_signature = self.agent_signature()?;
+        check_positive("signature_tolerance_secs", self.signature_tolerance_secs)?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -675,6 +696,8 @@ impl RawSettings {
             api_versions,
             agent_webhook_api_version,
             secrets_keys,
+            signature_tolerance: Duration::from_secs(self.signature_tolerance_secs),
+            agent_signature,
         };
         if production {
             check_production(&settings)?;
@@ -721,6 +744,43 @@ impl RawSettings {
             merchant_name: self.threeds_merchant_name.clone(),
             directory_server: self.threeds_directory_server.clone(),
         })
+    }
+}
+
+impl RawSettings {
+    /// The environment agent's request-signature policy: known words, an algorithm unless the mode is `off`, and
+    /// a key that parses for it (public key as PEM or base64url, or the HMAC secret).
+    fn agent_signature(&self) -> Result<crate::signatures::AgentSignature, ConfigError> {
+        use crate::signatures::{AgentSignature, Algorithm, Covers, Mode, VerifyKey};
+        let mode = Mode::parse(self.agent_signature_mode.trim())
+            .ok_or_else(|| ConfigError::new("agent_signature_mode", "must be off, optional or required"))?;
+        let covers = Covers::parse(self.agent_signature_covers.trim())
+            .ok_or_else(|| ConfigError::new("agent_signature_covers", "must be body or method_path_body"))?;
+        let algorithm = match self.agent_signature_algorithm.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(Algorithm::parse(text).ok_or_else(|| {
+                ConfigError::new("agent_signature_algorithm", "must be ed25519, es256 or hmac-sha256")
+            })?),
+        };
+        let key = match (algorithm, non_empty(self.agent_signature_key.clone())) {
+            (None, _) if mode == Mode::Off => None,
+            (None, _) => {
+                return Err(ConfigError::new(
+                    "agent_signature_algorithm",
+                    "required when ACP_AGENT_SIGNATURE_MODE is optional or required",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "agent_signature_key",
+                    "required when ACP_AGENT_SIGNATURE_ALGORITHM is set",
+                ));
+            }
+            (Some(algorithm), Some(key)) => Some(
+                VerifyKey::parse(algorithm, key.expose()).map_err(|e| ConfigError::new("agent_signature_key", e.0))?,
+            ),
+        };
+        Ok(AgentSignature { mode, covers, key })
     }
 }
 

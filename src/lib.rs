@@ -6,6 +6,7 @@
 //! - [`startup`]: binds the listener, runs the HTTP server and background workers, shuts down gracefully.
 //! - [`http`]: routes and request-level layers; [`error`]: the ACP error object every failure becomes;
 //!   [`input_limits`]: hostile input refused at the edge.
+//! - [`signatures`]: agents' request signatures (Ed25519, ES256, HMAC-SHA256 over the RFC 8785 body).
 //! - [`db`]: the pool, embedded migrations and readiness.
 //! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod pricing;
 pub mod protocol;
 pub mod psp;
 pub mod secrets;
+pub mod signatures;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;

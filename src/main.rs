@@ -67,6 +67,8 @@ enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Sign a checkout request as an agent would: prints the `Signature:` and `Timestamp:` header lines.
+    Sign(SignArgs),
     /// Local demo: provision a private PostgreSQL when DATABASE_URL is unset, migrate and serve in development
     /// mode with the simulator PSP.
     Demo,
@@ -91,6 +93,28 @@ enum WebhookAction {
         #[arg(long, default_value_t = acp_merchant::webhooks::signer::TOLERANCE_SECS)]
         tolerance: u64,
     },
+}
+
+/// `acp-merchant sign` (request signatures, issue 12).
+#[derive(clap::Args)]
+struct SignArgs {
+    #[arg(long, value_parser = ["ed25519", "es256", "hmac-sha256"])]
+    algorithm: String,
+    /// Private key (PKCS#8 PEM, or base64url raw 32 bytes) for ed25519/es256; the shared secret for hmac-sha256.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// The Timestamp to sign (RFC 3339); default: now.
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// With --path: the signature covers method and path (agents set to `method_path_body`).
+    #[arg(long, requires = "path")]
+    method: Option<String>,
+    /// The path with its query string, exactly as requested.
+    #[arg(long, requires = "method")]
+    path: Option<String>,
+    /// The JSON body (`-` for standard input); none for an empty body.
+    #[arg(long)]
+    body_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +164,7 @@ fn main() -> ExitCode {
             Command::Rules { action } => rules_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Secrets { action } => secrets_command(load(file, SERVE_DEFAULTS)?, action).await,
+            Command::Sign(args) => sign_command(&args),
             Command::Demo => demo(file).await,
         }
     });
@@ -259,6 +284,37 @@ fn webhook_command(action: WebhookAction) -> Outcome {
             Err(EXIT_FAILURE)
         }
     }
+}
+
+fn sign_command(args: &SignArgs) -> Outcome {
+    use acp_merchant::signatures::{Algorithm, SignKey, sign_request, timestamp_now};
+    let usage = |message: String| {
+        eprintln!("acp-merchant sign: {message}");
+        2
+    };
+    let algorithm = Algorithm::parse(&args.algorithm).ok_or_else(|| usage("unknown algorithm".into()))?;
+    let key_text = std::fs::read_to_string(&args.key_file)
+        .map_err(|e| usage(format!("cannot read {}: {e}", args.key_file.display())))?;
+    let key = SignKey::parse(algorithm, &key_text).map_err(|e| usage(format!("key: {e}")))?;
+    let body = match args.body_file.as_deref() {
+        None => Vec::new(),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+            bytes
+        }
+        Some(path) => std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
+    };
+    let timestamp = args.timestamp.clone().unwrap_or_else(timestamp_now);
+    if chrono::DateTime::parse_from_rfc3339(&timestamp).is_err() {
+        return Err(usage(format!("--timestamp {timestamp:?} is not an RFC 3339 date-time")));
+    }
+    let method_path = args.method.as_deref().zip(args.path.as_deref());
+    let headers = sign_request(&key, &timestamp, method_path, &body).map_err(|e| usage(e.to_string()))?;
+    println!("Signature: {}", headers.signature);
+    println!("Timestamp: {}", headers.timestamp);
+    Ok(())
 }
 
 async fn rules_command(settings: Settings, action: RulesAction) -> Outcome {

@@ -33,6 +33,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/checkout_sessions/{id}/complete", post(complete))
         .route("/checkout_sessions/{id}/cancel", post(cancel))
         .layer(middleware::from_fn_with_state(state.clone(), idempotent::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), super::signed::layer))
         .layer(middleware::from_fn(echo_idempotency_key))
 }
 

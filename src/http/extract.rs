@@ -52,7 +52,7 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-async fn agent_for(state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
+pub(crate) async fn agent_for(state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
     if secrets_equal(key, state.settings.agent_api_key.expose()) {
         return Ok(Some(ENV_AGENT_ID.to_owned()));
     }
@@ -79,8 +79,14 @@ impl FromRequestParts<AppState> for AcpCall {
         if let Some(call) = parts.extensions.get::<AcpCall>() {
             return Ok(call.clone());
         }
-        let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let agent_id = agent_for(state, key).await?.ok_or_else(ApiError::unauthorized)?;
+        // The signature layer authenticated the agent already (checkout routes); elsewhere, do it here.
+        let agent_id = match parts.extensions.get::<super::signed::AuthenticatedAgent>() {
+            Some(agent) => agent.0.clone(),
+            None => {
+                let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+                agent_for(state, key).await?.ok_or_else(ApiError::unauthorized)?
+            }
+        };
         let version = match parts.headers.get("api-version").map(|v| v.to_str()) {
             None => {
                 return Err(version_error(

@@ -8,6 +8,8 @@ pub mod health;
 pub mod idempotent;
 pub mod limits;
 pub mod request_id;
+pub mod signed;
+pub mod signing_admin;
 pub mod stripe_webhooks;
 
 use std::{sync::Arc, time::Duration};
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(checkout::router(&state))
         .merge(admin::router())
         .merge(admin_orders::router(&state))
+        .merge(signing_admin::router())
         .merge(stripe_webhooks::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));

@@ -10,6 +10,8 @@ use super::{Keyring, SecretsError};
 pub const AGENT_WEBHOOK_SECRET: &str = "agent.webhook_secret";
 /// Context (associated data) of `agent_webhook_secret.secret` (secrets rotated through the admin API).
 pub const ROTATED_WEBHOOK_SECRET: &str = "agent_webhook_secret.secret";
+/// Context (associated data) of `agent_request_signature.hmac_secret` (agents' HMAC request-signing secrets).
+pub const REQUEST_SIGNATURE_HMAC_SECRET: &str = "agent_request_signature.hmac_secret";
 
 /// A column holding secrets, in a table keyed by a text `agent_id`. The context is `<table>.<column>`.
 struct Place {
@@ -29,6 +31,11 @@ const PLACES: &[Place] = &[
         table: "agent_webhook_secret",
         column: "secret",
         context: ROTATED_WEBHOOK_SECRET,
+    },
+    Place {
+        table: "agent_request_signature",
+        column: "hmac_secret",
+        context: REQUEST_SIGNATURE_HMAC_SECRET,
     },
 ];
 

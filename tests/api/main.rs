@@ -19,6 +19,7 @@ mod readiness;
 mod secrets_at_rest;
 mod shared;
 mod shutdown;
+mod signatures;
 mod stock;
 mod stripe;
 mod unreleased;

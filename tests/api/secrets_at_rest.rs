@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use acp_merchant::{
     secrets::{
         Keyring, SecretsError,
-        store::{AGENT_WEBHOOK_SECRET, ROTATED_WEBHOOK_SECRET},
+        store::{AGENT_WEBHOOK_SECRET, REQUEST_SIGNATURE_HMAC_SECRET, ROTATED_WEBHOOK_SECRET},
     },
     startup::Application,
 };
@@ -28,6 +28,7 @@ const KEY_B: &str = "kb:a2V5LWItMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODk=";
 const KEY_A_IMPOSTOR: &str = "ka:aW1wb3N0b3ItMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY=";
 const AGENT_SECRET: &str = "whsec_agent_row_secret_0123456789";
 const ROTATED_SECRET: &str = "whsec_rotated_secret_abcdefghij";
+const SIGNING_SECRET: &str = "hmac_request_signing_secret_0123456789";
 
 fn keyring(value: &str) -> Keyring {
     Keyring::parse(value).expect("valid test keyring")
@@ -87,6 +88,13 @@ async fn no_api_key_or_webhook_secret_is_stored_in_clear_and_only_the_configured
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .admin(Method::PUT, &format!("/admin/agents/{agent_id}/signature"))
+        .json(&json!({"mode": "required", "algorithm": "hmac-sha256", "hmac_secret": SIGNING_SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     // Every row of every table (idempotency records included), with bytea columns in PostgreSQL's hex form.
     let tables: Vec<String> = sqlx::query_scalar(
@@ -105,7 +113,7 @@ async fn no_api_key_or_webhook_secret_is_stored_in_clear_and_only_the_configured
         rows.iter().any(|row| row.contains(&agent_id)),
         "the agent's rows were read"
     );
-    for clear in [api_key.as_str(), AGENT_SECRET, ROTATED_SECRET] {
+    for clear in [api_key.as_str(), AGENT_SECRET, ROTATED_SECRET, SIGNING_SECRET] {
         let hex: String = clear.bytes().map(|b| format!("{b:02x}")).collect();
         let leaks: Vec<&String> = rows
             .iter()
@@ -117,11 +125,26 @@ async fn no_api_key_or_webhook_secret_is_stored_in_clear_and_only_the_configured
     let in_agent = agent_secret(&app.db, &agent_id).await;
     let in_rotation = rotated_secret(&app.db, &agent_id).await;
     assert!(in_agent.starts_with("v1:ka:") && in_rotation.starts_with("v1:ka:"));
+    let in_signing = stored(
+        &app.db,
+        "select hmac_secret from agent_request_signature where agent_id = $1",
+        &agent_id,
+    )
+    .await;
+    assert!(in_signing.starts_with("v1:ka:"), "{in_signing}");
     let configured = keyring(KEY_A);
     assert_eq!(
         configured.open(AGENT_WEBHOOK_SECRET, &in_agent).unwrap().expose(),
         AGENT_SECRET
     );
+    assert_eq!(
+        configured
+            .open(REQUEST_SIGNATURE_HMAC_SECRET, &in_signing)
+            .unwrap()
+            .expose(),
+        SIGNING_SECRET
+    );
+    assert!(keyring(KEY_B).open(REQUEST_SIGNATURE_HMAC_SECRET, &in_signing).is_err());
     assert_eq!(
         configured.open(ROTATED_WEBHOOK_SECRET, &in_rotation).unwrap().expose(),
         ROTATED_SECRET
