@@ -8,6 +8,7 @@
 //!   [`input_limits`]: hostile input refused at the edge.
 //! - [`db`]: the pool, embedded migrations and readiness.
 //! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
+//! - [`tls`]: native HTTPS (TLS 1.3, certificate reload); [`rate_limit`]: token buckets per agent and address.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
@@ -28,3 +29,6 @@ pub mod psp;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;
+// Issue 12: native TLS and rate limits.
+pub mod rate_limit;
+pub mod tls;

@@ -107,6 +107,8 @@ pub enum StartupError {
     Protocol(#[from] crate::protocol::schema::SchemaError),
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The checkout use cases as configured (`simulator` is the simulator PSP when that is the configured one).
@@ -139,11 +141,18 @@ pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Che
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// The certificate presented when serving HTTPS natively (`ACP_TLS_CERT` / `ACP_TLS_KEY`).
+    tls: Option<Arc<crate::tls::ReloadingCert>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<Self, StartupError> {
         let db = db::lazy_pool(&settings)?;
+        // A certificate that cannot be used stops start-up before the port is taken.
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(crate::tls::ReloadingCert::load(files.clone())?)),
+            None => None,
+        };
         let addr = settings.listen_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -152,7 +161,9 @@ impl Application {
         let checkout = checkout(&settings, simulator.clone())?;
         let settings_versions = settings.api_versions.clone();
         let wire = checkout.wire.clone();
+        let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
         let state = AppState {
+            rate_limits,
             settings: Arc::new(settings),
             db,
             shutdown,
@@ -162,7 +173,7 @@ impl Application {
             tasks: TaskTracker::new(),
             protocol: Arc::new(crate::protocol::Protocol::new(&settings_versions)?),
         };
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, tls })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -177,10 +188,14 @@ impl Application {
     /// `shutdown_timeout` to finish, and waits for background workers.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let addr = self.local_addr();
-        let Self { listener, state } = self;
+        let Self { listener, state, tls } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
-        workers.spawn(prepare_database(state.clone(), shutdown.clone()));
+        workers.spawn(prepare_then_limit(state.clone(), shutdown.clone()));
+        if let Some(cert) = &tls {
+            let poll = state.settings.tls_reload_poll;
+            workers.spawn(crate::tls::watch_for_reload(cert.clone(), poll, shutdown.clone()));
+        }
         workers.spawn(sweep_expired_sessions(
             state.checkout.clone(),
             state.db.clone(),
@@ -203,13 +218,34 @@ impl Application {
             shutdown.clone(),
         ));
         let grace = state.settings.shutdown_timeout;
+        let handshake_timeout = state.settings.tls_handshake_timeout;
         let pool = state.db.clone();
         let sagas = state.tasks.clone();
         let app = http::router(state);
-        tracing::info!(%addr, "listening");
-
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
+        let server = match tls {
+            Some(cert) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(cert)?));
+                tracing::info!(%addr, tls = "1.3", "listening");
+                Box::pin(crate::tls::serve(
+                    listener,
+                    acceptor,
+                    app,
+                    handshake_timeout,
+                    shutdown.clone(),
+                )) as std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>
+            }
+            None => {
+                tracing::info!(%addr, "listening");
+                // The peer address reaches the per-address rate limit as `ConnectInfo`.
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                        .into_future(),
+                )
+            }
+        };
+        let mut server = server;
         let served = tokio::select! {
             result = &mut server => result,
             () = shutdown.cancelled() => {
@@ -238,6 +274,15 @@ impl Application {
         pool.close().await;
         tracing::info!("stopped");
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Prepares the database, then (rate limits on) keeps the buckets bounded and the agents' overrides fresh: the
+/// overrides are read once the migrations that create their table have run.
+async fn prepare_then_limit(state: AppState, stop: CancellationToken) {
+    prepare_database(state.clone(), stop.clone()).await;
+    if state.rate_limits.enabled() {
+        crate::rate_limit::maintain(state.rate_limits.clone(), state.db.clone(), stop).await;
     }
 }
 

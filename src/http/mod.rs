@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_orders;
+pub mod admin_rate_limit;
 pub mod checkout;
 pub mod extract;
 pub mod health;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The ACP versions served, with their compiled request schemas.
     pub protocol: Arc<Protocol>,
+    /// Token buckets per agent and per address (issue 12).
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,7 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(checkout::router(&state))
         .merge(admin::router())
         .merge(admin_orders::router(&state))
-        .merge(stripe_webhooks::router());
+        .merge(stripe_webhooks::router())
+        .merge(admin_rate_limit::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }
