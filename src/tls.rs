@@ -221,6 +221,7 @@ pub async fn serve(
             app: app.clone(),
             peer,
             handshake_timeout,
+            stop: stop.clone(),
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move { connection.run(stream, watcher).await });
@@ -235,11 +236,18 @@ struct Connection {
     app: Router,
     peer: SocketAddr,
     handshake_timeout: Duration,
+    /// A handshake still under way when shutdown begins is dropped: it carries no request to finish.
+    stop: CancellationToken,
 }
 
 impl Connection {
     async fn run(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
+        let handshake = tokio::select! {
+            () = self.stop.cancelled() => return,
+            done = handshake => done,
+        };
+        let tls = match handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake refused");

@@ -44,10 +44,11 @@ async fn assert_rate_limited(response: reqwest::Response, scope: &str) {
 
 #[tokio::test]
 async fn the_agent_limit_trips_with_retry_after_and_recovers() {
-    // Burst 2, refilled at 20/s: the third call at once is refused, one 50 ms later is served.
+    // Burst 2, refilled at 4/s: the third call at once is refused, one 250 ms later is served (slow enough
+    // that a busy machine does not refill the bucket between the calls, fast enough to recover well within 2 s).
     let app = spawn_app_with(&[
         ("rate_limit_enabled", "true"),
-        ("rate_limit_agent_per_sec", "20"),
+        ("rate_limit_agent_per_sec", "4"),
         ("rate_limit_agent_burst", "2"),
         ("rate_limit_ip_per_sec", "1000"),
         ("rate_limit_ip_burst", "1000"),
@@ -61,7 +62,7 @@ async fn the_agent_limit_trips_with_retry_after_and_recovers() {
     let refused = app.acp_post("/checkout_sessions", &json!({})).send().await.unwrap();
     assert_rate_limited(refused, "agent").await;
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fetch_as(&app, AGENT_KEY).await.status(), StatusCode::NOT_FOUND);
     // Health and the documents are never limited.
     for _ in 0..5 {
@@ -78,6 +79,7 @@ async fn a_per_agent_override_raises_the_limit_for_that_agent_only() {
         ("rate_limit_agent_burst", "2"),
         ("rate_limit_ip_per_sec", "1000"),
         ("rate_limit_ip_burst", "1000"),
+        ("rate_limit_sweep_interval_ms", "100"),
     ])
     .await;
     let created: Value = app
@@ -90,6 +92,7 @@ async fn a_per_agent_override_raises_the_limit_for_that_agent_only() {
         .await
         .unwrap();
     let other_key = created["api_key"].as_str().expect("new agent key").to_owned();
+    let other_id = created["agent_id"].as_str().expect("new agent id").to_owned();
 
     // The agent key cannot set its own limit.
     let r = app
@@ -131,6 +134,24 @@ async fn a_per_agent_override_raises_the_limit_for_that_agent_only() {
         assert_eq!(fetch_as(&app, &other_key).await.status(), StatusCode::NOT_FOUND);
     }
     assert_rate_limited(fetch_as(&app, &other_key).await, "agent").await;
+
+    // An override stored by another process is picked up at the next refresh: five calls in a row pass, which
+    // the default bucket (1/s) could not allow.
+    sqlx::query("insert into agent_rate_limit (agent_id, per_sec, burst) values ($1, 1, 10)")
+        .bind(&other_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let raised = crate::helpers::eventually(Duration::from_secs(2), || async {
+        for _ in 0..5 {
+            if fetch_as(&app, &other_key).await.status() != StatusCode::NOT_FOUND {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(raised, "the stored override was not picked up");
 
     // Half an override is refused with the field at fault.
     let r = app
