@@ -89,6 +89,18 @@ const KEYS: &[&str] = &[
     "agent_signature_algorithm",
     "agent_signature_key",
     "agent_signature_covers",
+    // Native TLS and rate limits (issue 12).
+    "tls_cert",
+    "tls_key",
+    "tls_reload_poll_ms",
+    "tls_handshake_timeout_ms",
+    "rate_limit_enabled",
+    "rate_limit_agent_per_sec",
+    "rate_limit_agent_burst",
+    "rate_limit_ip_per_sec",
+    "rate_limit_ip_burst",
+    "rate_limit_sweep_interval_ms",
+    "trusted_proxies",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -336,6 +348,21 @@ struct RawSettings {
     agent_signature_key: Option<Secret>,
     #[serde(deserialize_with = "lenient_string")]
     agent_signature_covers: String,
+    // Native TLS and rate limits (issue 12).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    tls_cert: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    tls_key: Option<String>,
+    tls_reload_poll_ms: u64,
+    tls_handshake_timeout_ms: u64,
+    rate_limit_enabled: bool,
+    rate_limit_agent_per_sec: u32,
+    rate_limit_agent_burst: u32,
+    rate_limit_ip_per_sec: u32,
+    rate_limit_ip_burst: u32,
+    rate_limit_sweep_interval_ms: u64,
+    #[serde(deserialize_with = "lenient_string")]
+    trusted_proxies: String,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -408,6 +435,13 @@ pub struct Settings {
     pub signature_tolerance: Duration,
     /// The environment agent's request-signature policy (`ACP_AGENT_SIGNATURE_*`).
     pub agent_signature: crate::signatures::AgentSignature,
+    /// Native HTTPS (TLS 1.3) when both `ACP_TLS_CERT` and `ACP_TLS_KEY` are set.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How often the certificate files are checked for a change.
+    pub tls_reload_poll: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    pub rate_limits: crate::rate_limit::RateLimitSettings,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -511,6 +545,10 @@ impl RawSettings {
         let three_ds = self.three_ds_settings()?;
         let agent_signature = self.agent_signature()?;
         check_positive("signature_tolerance_secs", self.signature_tolerance_secs)?;
+        let tls = parse_tls_files(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
+        check_positive("tls_reload_poll_ms", self.tls_reload_poll_ms)?;
+        check_positive("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms)?;
+        let rate_limits = self.rate_limit_settings()?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -698,6 +736,10 @@ impl RawSettings {
             secrets_keys,
             signature_tolerance: Duration::from_secs(self.signature_tolerance_secs),
             agent_signature,
+            tls,
+            tls_reload_poll: Duration::from_millis(self.tls_reload_poll_ms),
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            rate_limits,
         };
         if production {
             check_production(&settings)?;
@@ -797,12 +839,13 @@ fn check_production(settings: &Settings) -> Result<(), ConfigError> {
              (set ACP_ALLOW_SIMULATOR_IN_PRODUCTION=true to allow it)",
         ));
     }
-    if !settings.listen_addr.ip().is_loopback() && !raw.tls_terminated_by_proxy {
+    if !settings.listen_addr.ip().is_loopback() && !raw.tls_terminated_by_proxy && settings.tls.is_none() {
         return Err(ConfigError::new(
             "listen_addr",
             format!(
                 "plain HTTP on non-loopback address {} is refused in production; \
-                 put a TLS-terminating proxy in front and set ACP_TLS_TERMINATED_BY_PROXY=true",
+                 put a TLS-terminating proxy in front and set ACP_TLS_TERMINATED_BY_PROXY=true \
+                 (or serve HTTPS natively with ACP_TLS_CERT and ACP_TLS_KEY)",
                 settings.listen_addr
             ),
         ));
@@ -999,6 +1042,53 @@ fn check_log_level(value: &str) -> Result<(), ConfigError> {
     tracing_subscriber::EnvFilter::try_new(value)
         .map(|_| ())
         .map_err(|e| ConfigError::new("log_level", format!("`{value}` is not a valid filter ({e})")))
+}
+
+/// Native TLS needs both files; one without the other is a mistake, not a choice.
+fn parse_tls_files(cert: Option<&str>, key: Option<&str>) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    let cert = cert.map(str::trim).filter(|s| !s.is_empty());
+    let key = key.map(str::trim).filter(|s| !s.is_empty());
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (Some(_), None) => Err(ConfigError::new(
+            "tls_key",
+            "required when ACP_TLS_CERT is set (native TLS needs both the certificate and its key)",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "tls_cert",
+            "required when ACP_TLS_KEY is set (native TLS needs both the certificate and its key)",
+        )),
+    }
+}
+
+impl RawSettings {
+    /// Token-bucket rates and the trusted proxies, each refused with its own variable's name when unusable.
+    fn rate_limit_settings(&self) -> Result<crate::rate_limit::RateLimitSettings, ConfigError> {
+        let positive = |key: &str, value: u32| {
+            std::num::NonZeroU32::new(value).ok_or_else(|| ConfigError::new(key, "must be greater than zero"))
+        };
+        check_positive("rate_limit_sweep_interval_ms", self.rate_limit_sweep_interval_ms)?;
+        let trusted_proxies = crate::rate_limit::parse_cidrs(&self.trusted_proxies).map_err(|bad| {
+            ConfigError::new("trusted_proxies", format!("`{bad}` is not an IP address or CIDR range"))
+        })?;
+        Ok(crate::rate_limit::RateLimitSettings {
+            enabled: self.rate_limit_enabled,
+            agent: crate::rate_limit::Rate {
+                per_sec: positive("rate_limit_agent_per_sec", self.rate_limit_agent_per_sec)?,
+                burst: positive("rate_limit_agent_burst", self.rate_limit_agent_burst)?,
+            },
+            address: crate::rate_limit::Rate {
+                per_sec: positive("rate_limit_ip_per_sec", self.rate_limit_ip_per_sec)?,
+                burst: positive("rate_limit_ip_burst", self.rate_limit_ip_burst)?,
+            },
+            sweep_interval: Duration::from_millis(self.rate_limit_sweep_interval_ms),
+            trusted_proxies,
+        })
+    }
 }
 
 fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {

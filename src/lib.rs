@@ -9,6 +9,7 @@
 //! - [`signatures`]: agents' request signatures (Ed25519, ES256, HMAC-SHA256 over the RFC 8785 body).
 //! - [`db`]: the pool, embedded migrations and readiness.
 //! - [`localdb`]: private PostgreSQL clusters for the demo and the tests.
+//! - [`tls`]: native HTTPS (TLS 1.3, certificate reload); [`rate_limit`]: token buckets per agent and address.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
@@ -31,3 +32,6 @@ pub mod signatures;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;
+// Issue 12: native TLS and rate limits.
+pub mod rate_limit;
+pub mod tls;

@@ -41,6 +41,9 @@ enum Command {
         /// Address to probe; defaults to ACP_LISTEN_ADDR (0.0.0.0 is probed on 127.0.0.1).
         #[arg(long, env = "ACP_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
+        /// Probe over HTTPS: set when the server serves TLS natively (any non-empty ACP_TLS_CERT).
+        #[arg(long = "tls-cert", env = "ACP_TLS_CERT")]
+        tls_cert: Option<String>,
     },
     /// Run only the webhook delivery worker (several may run against one database).
     Worker,
@@ -157,7 +160,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(load(file, SERVE_DEFAULTS)?).await,
             Command::Migrate => migrate(load(file, SERVE_DEFAULTS)?).await,
-            Command::Healthcheck { addr } => healthcheck(&addr).await,
+            Command::Healthcheck { addr, tls_cert } => {
+                healthcheck(&addr, tls_cert.is_some_and(|c| !c.trim().is_empty())).await
+            }
             Command::Worker => worker(load(file, SERVE_DEFAULTS)?).await,
             Command::Reconcile => reconcile(load(file, SERVE_DEFAULTS)?).await,
             Command::Webhook { action } => webhook_command(action),
@@ -196,9 +201,14 @@ async fn serve(settings: Settings) -> Outcome {
     telemetry::init(settings.log_format, &settings.log_level);
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let app = Application::build(settings, shutdown)
-        .await
-        .map_err(|e| fail("cannot start", e))?;
+    let app = Application::build(settings, shutdown).await.map_err(|e| match e {
+        // An unusable certificate or key is a configuration error: one line naming the variable, EX_CONFIG.
+        acp_merchant::startup::StartupError::Tls(tls) => {
+            eprintln!("acp-merchant: {tls}");
+            EXIT_CONFIG
+        }
+        other => fail("cannot start", other),
+    })?;
     app.run_until_stopped().await.map_err(|e| fail("server stopped", e))
 }
 
@@ -388,7 +398,7 @@ async fn load_demo_catalog(pool: &sqlx::PgPool) -> Outcome {
     Ok(())
 }
 
-async fn healthcheck(addr: &str) -> Outcome {
+async fn healthcheck(addr: &str, https: bool) -> Outcome {
     let Ok(mut addr) = addr.parse::<std::net::SocketAddr>() else {
         eprintln!("acp-merchant: configuration error: ACP_LISTEN_ADDR: `{addr}` is not an IP socket address");
         return Err(EXIT_CONFIG);
@@ -396,11 +406,15 @@ async fn healthcheck(addr: &str) -> Outcome {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    // The probe asks this host's own server whether it answers, sending nothing secret; the certificate names the
+    // public host, not the address probed, so it is not verified here.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
+        .tls_danger_accept_invalid_certs(https)
         .build()
         .map_err(|e| fail("healthcheck", e))?;
-    match client.get(format!("http://{addr}/healthz")).send().await {
+    let scheme = if https { "https" } else { "http" };
+    match client.get(format!("{scheme}://{addr}/healthz")).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(fail("unhealthy", r.status())),
         Err(e) => Err(fail("unhealthy", e)),

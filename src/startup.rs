@@ -109,6 +109,8 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
     #[error("webhook client: {0}")]
     Webhooks(#[from] crate::webhooks::client::DeliveryError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The checkout use cases as configured (`simulator` is the simulator PSP when that is the configured one).
@@ -143,11 +145,18 @@ pub struct Application {
     state: AppState,
     /// The delivery worker's configuration (its HTTP client built once here), when the worker runs in-process.
     webhook_worker: Option<WorkerConfig>,
+    /// The certificate presented when serving HTTPS natively (`ACP_TLS_CERT` / `ACP_TLS_KEY`).
+    tls: Option<Arc<crate::tls::ReloadingCert>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<Self, StartupError> {
         let db = db::lazy_pool(&settings)?;
+        // A certificate that cannot be used stops start-up before the port is taken.
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(crate::tls::ReloadingCert::load(files.clone())?)),
+            None => None,
+        };
         let addr = settings.listen_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -161,7 +170,9 @@ impl Application {
             .webhook_worker_enabled
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
             .transpose()?;
+        let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
         let state = AppState {
+            rate_limits,
             settings: Arc::new(settings),
             db,
             shutdown,
@@ -176,6 +187,7 @@ impl Application {
             listener,
             state,
             webhook_worker,
+            tls,
         })
     }
 
@@ -195,10 +207,15 @@ impl Application {
             listener,
             state,
             webhook_worker,
+            tls,
         } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
-        workers.spawn(prepare_database(state.clone(), shutdown.clone()));
+        workers.spawn(prepare_then_limit(state.clone(), shutdown.clone()));
+        if let Some(cert) = &tls {
+            let poll = state.settings.tls_reload_poll;
+            workers.spawn(crate::tls::watch_for_reload(cert.clone(), poll, shutdown.clone()));
+        }
         workers.spawn(sweep_expired_sessions(
             state.checkout.clone(),
             state.db.clone(),
@@ -220,13 +237,34 @@ impl Application {
             shutdown.clone(),
         ));
         let grace = state.settings.shutdown_timeout;
+        let handshake_timeout = state.settings.tls_handshake_timeout;
         let pool = state.db.clone();
         let sagas = state.tasks.clone();
         let app = http::router(state);
-        tracing::info!(%addr, "listening");
-
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
+        let server = match tls {
+            Some(cert) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(cert)?));
+                tracing::info!(%addr, tls = "1.3", "listening");
+                Box::pin(crate::tls::serve(
+                    listener,
+                    acceptor,
+                    app,
+                    handshake_timeout,
+                    shutdown.clone(),
+                )) as std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>
+            }
+            None => {
+                tracing::info!(%addr, "listening");
+                // The peer address reaches the per-address rate limit as `ConnectInfo`.
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                        .into_future(),
+                )
+            }
+        };
+        let mut server = server;
         let served = tokio::select! {
             result = &mut server => result,
             () = shutdown.cancelled() => {
@@ -255,6 +293,16 @@ impl Application {
         pool.close().await;
         tracing::info!("stopped");
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Migrates (when configured to) and seals the secrets still stored in clear, then applies the settings that
+/// Prepares the database, then (rate limits on) keeps the buckets bounded and the agents' overrides fresh: the
+/// overrides are read once the migrations that create their table have run.
+async fn prepare_then_limit(state: AppState, stop: CancellationToken) {
+    prepare_database(state.clone(), stop.clone()).await;
+    if state.rate_limits.enabled() {
+        crate::rate_limit::maintain(state.rate_limits.clone(), state.db.clone(), stop).await;
     }
 }
 

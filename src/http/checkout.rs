@@ -35,6 +35,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state.clone(), idempotent::layer))
         .layer(middleware::from_fn_with_state(state.clone(), super::signed::layer))
         .layer(middleware::from_fn(echo_idempotency_key))
+        // Outermost: the per-address bucket is taken before authentication (the agent's bucket after it).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::rate_limit::by_address,
+        ))
 }
 
 /// ACP echoes the request's `Idempotency-Key` on responses to POSTs.

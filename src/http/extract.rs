@@ -87,6 +87,8 @@ impl FromRequestParts<AppState> for AcpCall {
                 agent_for(state, key).await?.ok_or_else(ApiError::unauthorized)?
             }
         };
+        // Once per request: the idempotency layer's extraction is reused above, so this bucket is taken once.
+        state.rate_limits.check_agent(&agent_id)?;
         let version = match parts.headers.get("api-version").map(|v| v.to_str()) {
             None => {
                 return Err(version_error(

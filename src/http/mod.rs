@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_orders;
+pub mod admin_rate_limit;
 pub mod checkout;
 pub mod extract;
 pub mod health;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub protocol: Arc<Protocol>,
     /// Seals secrets before they are stored and opens them when read (`ACP_SECRETS_KEYS`).
     pub keyring: crate::secrets::Keyring,
+    /// Token buckets per agent and per address (issue 12).
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,7 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(admin_orders::router(&state))
         .merge(signing_admin::router())
-        .merge(stripe_webhooks::router());
+        .merge(stripe_webhooks::router())
+        .merge(admin_rate_limit::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

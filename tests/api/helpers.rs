@@ -177,6 +177,8 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
         ("migrate_on_start", "false"),
         ("terms_of_use_url", "https://shop.example.com/legal/terms"),
         ("return_policy_url", "https://shop.example.com/legal/returns"),
+        // Rate limits stay out of the way of every other test; tests/api/rate_limits.rs switches them on.
+        ("rate_limit_enabled", "false"),
     ];
     pairs.extend_from_slice(overrides);
     Settings::from_pairs(&pairs).expect("valid test settings")

@@ -1632,12 +1632,12 @@ pub async fn our_document_matches_the_official_openapi(v: &Version) {
                 .collect();
             documented.sort_unstable();
             let expected: &[&str] = match (method, path.as_str()) {
-                ("get", _) => &["200", "400", "401", "404", "5XX"],
-                (_, "/checkout_sessions") => &["201", "400", "401", "409", "413", "415", "422", "5XX"],
-                (_, p) if p.ends_with("/cancel") => {
-                    &["200", "400", "401", "404", "405", "409", "413", "415", "422", "5XX"]
-                }
-                _ => &["200", "400", "401", "404", "409", "413", "415", "422", "5XX"],
+                ("get", _) => &["200", "400", "401", "404", "429", "5XX"],
+                (_, "/checkout_sessions") => &["201", "400", "401", "409", "413", "415", "422", "429", "5XX"],
+                (_, p) if p.ends_with("/cancel") => &[
+                    "200", "400", "401", "404", "405", "409", "413", "415", "422", "429", "5XX",
+                ],
+                _ => &["200", "400", "401", "404", "409", "413", "415", "422", "429", "5XX"],
             };
             assert_eq!(documented, expected, "{method} {path}: every status the server gives");
             if method == "post" {
