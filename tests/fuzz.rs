@@ -3,7 +3,8 @@
 //! Ignored by the normal suite (which only compiles it); `scripts/fuzz [SECS]` runs it, each test for `FUZZ_SECS`
 //! seconds (default 60). Inputs are mostly near-valid: the official request examples of every version
 //! (`$ACP_SPEC_DIR/examples/<version>/`) and our own valid requests, mutated (keys dropped or duplicated, wrong
-//! types, huge numbers, NUL and control characters, deep nesting, long strings, raw byte flips), plus random JSON.
+//! types, huge numbers, NUL and control characters, deep nesting, long strings, raw byte flips), plus random JSON;
+//! over HTTP also odd session ids and hostile header values (API-Version, Idempotency-Key, Request-Id, …).
 //!
 //! Properties: nothing panics; every refusal is a proper ACP error (400/404/405/409/413/415/422 with `type`,
 //! `code` and `message`, and a JSONPath `param` when it is about the body); valid requests are accepted; the
@@ -622,7 +623,7 @@ fn fuzz_edge_checks_feed_and_stripe_signature() {
 // Over HTTP: the real server on its own database.
 
 /// Statuses a refusal may have (anything else, 5xx above all, is a failure).
-const REFUSALS: [u16; 8] = [400, 401, 404, 405, 409, 413, 415, 422];
+const REFUSALS: [u16; 9] = [400, 401, 404, 405, 409, 413, 415, 422, 431];
 
 /// Fresh sessions to aim updates, completes and cancels at, one per version.
 async fn sessions(app: &helpers::TestApp) -> Vec<(&'static str, String)> {
@@ -641,20 +642,55 @@ async fn sessions(app: &helpers::TestApp) -> Vec<(&'static str, String)> {
     out
 }
 
-async fn send(app: &helpers::TestApp, session: &str, version: &str, op: Operation, body: Vec<u8>) -> (u16, Value) {
+/// A header of the request replaced by a hostile value: (lower-case name, raw bytes).
+type OddHeader = Option<(&'static str, Vec<u8>)>;
+
+fn odd_header() -> impl Strategy<Value = OddHeader> {
+    let name = prop::sample::select(vec![
+        "idempotency-key",
+        "api-version",
+        "request-id",
+        "content-type",
+        "authorization",
+    ]);
+    let value = prop_oneof![
+        "[ -~]{0,60}".prop_map(String::into_bytes),
+        prop::collection::vec(prop_oneof![0x20u8..0x7f, 0x80u8..=0xff, Just(b'\t')], 0..60),
+        (200usize..20_000).prop_map(|n| vec![b'k'; n]),
+    ];
+    prop::option::weighted(0.15, (name, value))
+}
+
+async fn send(
+    app: &helpers::TestApp,
+    session: &str,
+    (version, op, body): (&str, Operation, Vec<u8>),
+    odd: OddHeader,
+) -> (u16, Value) {
     let path = match op {
         Operation::Create => "/checkout_sessions".to_owned(),
         Operation::Update => format!("/checkout_sessions/{session}"),
         Operation::Complete => format!("/checkout_sessions/{session}/complete"),
         Operation::Cancel => format!("/checkout_sessions/{session}/cancel"),
     };
-    let response = app
-        .acp_as(reqwest::Method::POST, &path, helpers::AGENT_KEY, version)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("the server answers");
+    let mut headers: Vec<(&str, Vec<u8>)> = vec![
+        ("authorization", format!("Bearer {}", helpers::AGENT_KEY).into_bytes()),
+        ("api-version", version.as_bytes().to_vec()),
+        ("idempotency-key", uuid::Uuid::new_v4().to_string().into_bytes()),
+        ("content-type", b"application/json".to_vec()),
+    ];
+    if let Some((name, value)) = odd {
+        headers.retain(|(n, _)| *n != name);
+        headers.push((name, value));
+    }
+    let mut request = app.client.post(app.url(&path)).body(body);
+    for (name, value) in headers {
+        // Bytes no header can carry (control characters) are left out, which is one more odd request.
+        if let Ok(value) = reqwest::header::HeaderValue::from_bytes(&value) {
+            request = request.header(name, value);
+        }
+    }
+    let response = request.send().await.expect("the server answers");
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap_or_default();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -693,8 +729,9 @@ fn fuzz_the_server_never_answers_5xx_and_refuses_properly() {
     let strategy = (
         request(),
         prop::option::weighted(0.2, prop_oneof![".{0,40}", "(%[0-9A-Fa-f]{2}|[a-z_]){1,30}"]),
+        odd_header(),
     );
-    run_for("http", strategy, |((version, op, body), odd_id)| {
+    run_for("http", strategy, |((version, op, body), odd_id, odd)| {
         count.set(count.get() + 1);
         if count.get().is_multiple_of(200) {
             targets.replace(runtime.block_on(sessions(&app)));
@@ -705,7 +742,7 @@ fn fuzz_the_server_never_answers_5xx_and_refuses_properly() {
             .find(|(v, _)| *v == version)
             .map(|(_, id)| id.clone());
         let session = odd_id.clone().unwrap_or_else(|| session.unwrap_or_default());
-        let (status, answer) = runtime.block_on(send(&app, &session, version, op, body.bytes()));
+        let (status, answer) = runtime.block_on(send(&app, &session, (version, op, body.bytes()), odd));
         assert_proper_answer(status, &answer, &format!("{version} {op:?} on {session:?}"))?;
         if let Some(id) = odd_id {
             let response = runtime.block_on(
