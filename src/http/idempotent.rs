@@ -216,19 +216,36 @@ async fn claim_and_run(
     let guard = ClaimHandle::new(claim);
     parts.extensions.insert(guard.clone());
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-    drop(heartbeat);
+    heartbeat.stop().await;
     Ok(settle(state, &guard, response).await)
 }
 
-/// Renews the claim's lease while the request runs; stops when the returned guard drops (the request finished,
-/// or the client went away and the request future was dropped: the lease then ends within one lease).
-fn keep_alive(state: &AppState, claim: &Claim) -> tokio_util::sync::DropGuard {
+/// The running lease renewal of one claim.
+struct Heartbeat {
+    stop: tokio_util::sync::DropGuard,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// Stops renewing and waits for a renewal in progress: one landing after `settle` ended the lease would
+    /// extend it again, and the agent's immediate retry would meet a 409 "in flight" for a whole lease.
+    async fn stop(self) {
+        drop(self.stop);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the idempotency heartbeat ended abnormally");
+        }
+    }
+}
+
+/// Renews the claim's lease while the request runs, until [`Heartbeat::stop`] or until it drops (the client went
+/// away and the request future was dropped: the lease then ends within one lease).
+fn keep_alive(state: &AppState, claim: &Claim) -> Heartbeat {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let claim = claim.clone();
     let pool = state.db.clone();
     let (lease, every) = (state.settings.idempotency_lease, state.settings.idempotency_heartbeat);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = stopped.cancelled() => return,
@@ -241,7 +258,10 @@ fn keep_alive(state: &AppState, claim: &Claim) -> tokio_util::sync::DropGuard {
             }
         }
     });
-    stop.drop_guard()
+    Heartbeat {
+        stop: stop.drop_guard(),
+        task,
+    }
 }
 
 /// After the handler: keep what it stored; store a 2xx/4xx it did not; after a 5xx or a transient 409, forget

@@ -41,15 +41,8 @@ pub enum IdempotencyError {
 
 /// SHA-256 of the RFC 8785 canonical form of `body` (raw bytes when it is not JSON, which the handler refuses).
 pub fn fingerprint(body: &[u8]) -> Vec<u8> {
-    let canonical = if body.iter().all(u8::is_ascii_whitespace) {
-        Some("{}".to_owned())
-    } else {
-        serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| serde_json_canonicalizer::to_string(&v).ok())
-    };
     let mut h = Sha256::new();
-    match canonical {
+    match canonical(body) {
         Some(c) => h.update(c.as_bytes()),
         None => {
             h.update(b"raw\0");
@@ -57,6 +50,17 @@ pub fn fingerprint(body: &[u8]) -> Vec<u8> {
         }
     }
     h.finalize().to_vec()
+}
+
+/// The RFC 8785 canonical form of a JSON `body` (`{}` for an empty one); `None` when it is not JSON. Public so the
+/// fuzz run can check that it is idempotent and blind to key order and whitespace.
+pub fn canonical(body: &[u8]) -> Option<String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some("{}".to_owned());
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json_canonicalizer::to_string(&v).ok())
 }
 
 #[derive(Debug, Clone)]

@@ -1411,3 +1411,32 @@ async fn resume_time_after_a_crash_at_default_settings() {
             .join(", ")
     );
 }
+
+/// Regression (found under load by the full suite): a lease renewal still running when a 5xx ended the lease
+/// used to extend it again, so the agent's immediate retry met 409 "in flight". With a heartbeat every
+/// millisecond a renewal is nearly always in progress when the answer comes; every retry must run again.
+#[tokio::test]
+async fn a_retry_right_after_a_5xx_is_never_told_the_request_is_in_flight() {
+    let fake = FakeStripe::start(SECRET).await;
+    let app = stripe_app(
+        &fake,
+        &[
+            ("stripe_api_version", "not-a-version"),
+            ("idempotency_heartbeat_ms", "1"),
+        ],
+    )
+    .await;
+    let id = ready_session(&app).await;
+    let spt = token("ok");
+    for round in 0..10 {
+        let key = format!("k-retry-{round}");
+        let first = complete_keyed(&app, &id, &key, &spt).await;
+        assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR, "round {round}");
+        let again = complete_keyed(&app, &id, &key, &spt).await;
+        assert_eq!(
+            again.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "round {round}: the retry ran again"
+        );
+    }
+}
