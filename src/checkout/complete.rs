@@ -36,6 +36,7 @@ use super::{
     stock,
 };
 use crate::{
+    analytics::{EventKind, events::Detail},
     catalog::{self, VariantRow},
     idempotency::{ClaimHandle, StoredResponse},
     psp::{self, CancelOutcome, ChargeOutcome, ChargeRequest, Lookup, PaymentProvider, PspError},
@@ -108,7 +109,7 @@ impl Checkout {
         let mut tx = pool.begin().await?;
         let mut session = load(&mut tx, &call.agent_id, &call.session_id, true).await?;
         if expire_if_due(&mut session, now) {
-            save(&mut tx, &session).await?;
+            self.save_expired(&mut tx, &session, now).await?;
             tx.commit().await?;
             return Err(ended(&session));
         }
@@ -162,6 +163,13 @@ impl Checkout {
                 .computed
                 .messages
                 .push(declined_message("3-D Secure authentication failed."));
+            let detail = Detail {
+                amount: None,
+                reason: Some("authentication_failed"),
+            };
+            self.funnel
+                .record(&mut tx, &session, EventKind::PaymentDeclined, now, detail)
+                .await?;
             return self.answer_without_charge(tx, call, &session).await;
         }
         let units = stock::needed(&session.items);
