@@ -142,12 +142,19 @@ impl Checkout {
         // Usage limits are decided here, under per-promotion locks held until this transaction commits.
         let redemptions = redemption_counts(&mut tx, &rules, &session, true).await?;
         let quoted_total = session.computed.total();
+        let was_not_ready = session.status == Status::NotReadyForPayment;
         super::compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
         if session.status == Status::NotReadyForPayment {
             save(&mut tx, &session).await?;
             tx.commit().await?;
             return Err(CheckoutError::NotPayable(Box::new(session)));
+        }
+        if was_not_ready {
+            // Became payable only now (stock came back, contact given with complete): the funnel's first ready.
+            self.funnel
+                .record(&mut tx, &session, EventKind::ReadyForPayment, now, Detail::default())
+                .await?;
         }
         if session.computed.total() != quoted_total {
             // Never charge an amount the agent has not seen: the new total and this answer commit together.
