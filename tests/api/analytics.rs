@@ -721,3 +721,88 @@ async fn analytics_parameters_are_validated_and_costs_need_an_idempotency_key() 
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+/// The kinds, reasons and buyer hashes of a session's events, in order.
+async fn session_events(app: &TestApp, id: &str) -> Vec<(String, Option<String>, Option<String>, String)> {
+    sqlx::query_as(
+        "select kind, reason, buyer_hash, channel_id from funnel_event where checkout_session_id = $1
+         order by funnel_event_id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn events_record_ready_once_decline_codes_channels_and_a_salted_buyer_hash() {
+    use sha2::{Digest, Sha256};
+    let salt = "test-analytics-salt-0123456789";
+    let app = spawn_app_with(&[("analytics_salt", salt)]).await;
+    let agent = Agent {
+        key: AGENT_KEY.to_owned(),
+    };
+    // Created without contact details (not ready), then ready, then falls back, then ready again: one ready event.
+    let s = agent.create(&app, "usd", None).await;
+    assert_eq!(s["status"], "not_ready_for_payment");
+    let id = s["id"].as_str().unwrap();
+    let path = format!("/checkout_sessions/{id}");
+    let contact = json!({"fulfillment_details": {"name": "Z", "email": "  Zoe@Example.COM", "address": address("US")}});
+    for body in [contact.clone(), json!({"fulfillment_details": null}), contact] {
+        session(agent.post(&app, &path, &body).send().await.unwrap(), StatusCode::OK).await;
+    }
+    // The channel changes: later events carry the new one, earlier ones keep theirs.
+    set_channel(&app, "agent_default", "chan_new").await;
+    agent.declined(&app, id).await;
+    // The same cancel twice under one Idempotency-Key: replayed, one event.
+    let cancel = json!({"intent_trace": {"reason_code": "shipping_speed"}});
+    for _ in 0..2 {
+        let r = app
+            .acp_post_keyed(&format!("{path}/cancel"), "cancel-once", &cancel)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let events = session_events(&app, id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["session_created", "ready_for_payment", "payment_declined", "canceled"]
+    );
+    assert_eq!(events[2].1.as_deref(), Some("card_declined"), "the PSP's decline code");
+    assert_eq!(events[3].1.as_deref(), Some("shipping_speed"));
+    let expected: String = Sha256::digest(format!("{salt}\0zoe@example.com"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(events[0].2, None, "no email known at creation");
+    assert!(
+        events[1..].iter().all(|e| e.2.as_deref() == Some(expected.as_str())),
+        "{events:?}"
+    );
+    let channels: Vec<&str> = events.iter().map(|e| e.3.as_str()).collect();
+    assert_eq!(channels, ["agent_default", "agent_default", "chan_new", "chan_new"]);
+
+    // The export window: only events at or after `from` and before `to`.
+    sqlx::query("update funnel_event set occurred_at = $2 where checkout_session_id = $1 and kind = 'canceled'")
+        .bind(id)
+        .bind(t0())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let r = app
+        .admin(
+            Method::GET,
+            &format!("/admin/analytics/events?from={T0}&to=2026-01-01T00:00:01Z"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-next-cursor").is_none());
+    let text = r.text().await.unwrap();
+    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0]["kind"], "canceled");
+    assert!(!text.to_lowercase().contains("zoe"), "no email in the export");
+}
