@@ -98,6 +98,8 @@ const KEYS: &[&str] = &[
     "rate_limit_agent_per_sec",
     "rate_limit_agent_burst",
     "rate_limit_ip_per_sec",
+    // Funnel analytics (issue 13).
+    "analytics_salt",
     "rate_limit_ip_burst",
     "rate_limit_sweep_interval_ms",
     "trusted_proxies",
@@ -358,6 +360,9 @@ struct RawSettings {
     rate_limit_enabled: bool,
     rate_limit_agent_per_sec: u32,
     rate_limit_agent_burst: u32,
+    // Funnel analytics (issue 13).
+    #[serde(default)]
+    analytics_salt: Option<Secret>,
     rate_limit_ip_per_sec: u32,
     rate_limit_ip_burst: u32,
     rate_limit_sweep_interval_ms: u64,
@@ -437,6 +442,8 @@ pub struct Settings {
     pub agent_signature: crate::signatures::AgentSignature,
     /// Native HTTPS (TLS 1.3) when both `ACP_TLS_CERT` and `ACP_TLS_KEY` are set.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Salt of the buyer hash in funnel events (`ACP_ANALYTICS_SALT`).
+    pub analytics_salt: Secret,
     /// How often the certificate files are checked for a change.
     pub tls_reload_poll: Duration,
     /// How long a client may take to complete the TLS handshake.
@@ -680,6 +687,7 @@ impl RawSettings {
         }
 
         let secrets_keys = parse_secrets_keys(non_empty(self.secrets_keys), production)?;
+        let analytics_salt = analytics_salt(non_empty(self.analytics_salt), production)?;
         let settings = Settings {
             env: self.env,
             database_url,
@@ -740,6 +748,7 @@ impl RawSettings {
             tls_reload_poll: Duration::from_millis(self.tls_reload_poll_ms),
             tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             rate_limits,
+            analytics_salt,
         };
         if production {
             check_production(&settings)?;
@@ -1157,6 +1166,24 @@ fn parse_api_versions(value: &str) -> Result<Vec<String>, ConfigError> {
 }
 
 /// `ACP_SECRETS_KEYS`: required in production; development falls back to the published `dev` key.
+/// The published development salt of the buyer hash (hashes made with it are not private).
+pub const DEV_ANALYTICS_SALT: &str = "acp-dev-analytics-salt";
+
+/// The buyer-hash salt: required in production (at least 16 characters, not the development one).
+fn analytics_salt(value: Option<Secret>, production: bool) -> Result<Secret, ConfigError> {
+    match (value, production) {
+        (Some(salt), true) if salt.expose().chars().count() < 16 || salt.expose() == DEV_ANALYTICS_SALT => {
+            Err(ConfigError::new(
+                "analytics_salt",
+                "must be at least 16 characters and not the development salt",
+            ))
+        }
+        (Some(salt), _) => Ok(salt),
+        (None, true) => Err(ConfigError::new("analytics_salt", "required in production")),
+        (None, false) => Ok(Secret::new(DEV_ANALYTICS_SALT)),
+    }
+}
+
 fn parse_secrets_keys(value: Option<Secret>, production: bool) -> Result<crate::secrets::Keyring, ConfigError> {
     match value {
         Some(keys) => {
@@ -1201,6 +1228,7 @@ mod tests {
             ("admin_token", "admin-token-0123456789abcdefghij"),
             ("stripe_secret_key", "sk_test_123"),
             ("secrets_keys", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            ("analytics_salt", "analytics-salt-0123456789"),
         ];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)
@@ -1350,6 +1378,25 @@ mod tests {
         let listed: Vec<&str> = s.stripe_webhook_secrets.iter().map(Secret::expose).collect();
         assert_eq!(listed, ["whsec_a", "whsec_b"]);
         assert!(dev(&[]).unwrap().stripe_webhook_secrets.is_empty());
+    }
+
+    #[test]
+    fn analytics_salt_is_required_in_production_and_never_printed() {
+        let err = prod(&[("analytics_salt", "")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ANALYTICS_SALT");
+        assert!(err.problem.contains("required in production"), "{err}");
+        let err = prod(&[("analytics_salt", DEV_ANALYTICS_SALT)]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ANALYTICS_SALT");
+        assert!(
+            !err.to_string().contains(DEV_ANALYTICS_SALT),
+            "the salt is never printed"
+        );
+        assert_eq!(dev(&[]).unwrap().analytics_salt.expose(), DEV_ANALYTICS_SALT);
+        let s = prod(&[]).unwrap();
+        assert!(
+            !format!("{s:?}").contains("analytics-salt-0123456789"),
+            "Debug hides the salt"
+        );
     }
 
     #[test]

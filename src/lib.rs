@@ -35,3 +35,5 @@ pub mod webhooks;
 // Issue 12: native TLS and rate limits.
 pub mod rate_limit;
 pub mod tls;
+// Funnel events, analytics and CPA (issue 13).
+pub mod analytics;

@@ -136,6 +136,7 @@ pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Che
             lookup_grace: settings.psp_lookup_grace,
             reconcile_after: settings.reconcile_after,
         },
+        funnel: crate::analytics::Recorder::new(settings.analytics_salt.clone()),
     })
 }
 

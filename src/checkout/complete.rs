@@ -36,6 +36,7 @@ use super::{
     stock,
 };
 use crate::{
+    analytics::{EventKind, events::Detail},
     catalog::{self, VariantRow},
     idempotency::{ClaimHandle, StoredResponse},
     psp::{self, CancelOutcome, ChargeOutcome, ChargeRequest, Lookup, PaymentProvider, PspError},
@@ -108,7 +109,7 @@ impl Checkout {
         let mut tx = pool.begin().await?;
         let mut session = load(&mut tx, &call.agent_id, &call.session_id, true).await?;
         if expire_if_due(&mut session, now) {
-            save(&mut tx, &session).await?;
+            self.save_expired(&mut tx, &session, now).await?;
             tx.commit().await?;
             return Err(ended(&session));
         }
@@ -141,12 +142,19 @@ impl Checkout {
         // Usage limits are decided here, under per-promotion locks held until this transaction commits.
         let redemptions = redemption_counts(&mut tx, &rules, &session, true).await?;
         let quoted_total = session.computed.total();
+        let was_not_ready = session.status == Status::NotReadyForPayment;
         super::compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
         if session.status == Status::NotReadyForPayment {
             save(&mut tx, &session).await?;
             tx.commit().await?;
             return Err(CheckoutError::NotPayable(Box::new(session)));
+        }
+        if was_not_ready {
+            // Became payable only now (stock came back, contact given with complete): the funnel's first ready.
+            self.funnel
+                .record(&mut tx, &session, EventKind::ReadyForPayment, now, Detail::default())
+                .await?;
         }
         if session.computed.total() != quoted_total {
             // Never charge an amount the agent has not seen: the new total and this answer commit together.
@@ -162,6 +170,13 @@ impl Checkout {
                 .computed
                 .messages
                 .push(declined_message("3-D Secure authentication failed."));
+            let detail = Detail {
+                amount: None,
+                reason: Some("authentication_failed"),
+            };
+            self.funnel
+                .record(&mut tx, &session, EventKind::PaymentDeclined, now, detail)
+                .await?;
             return self.answer_without_charge(tx, call, &session).await;
         }
         let units = stock::needed(&session.items);

@@ -32,6 +32,7 @@ use super::{
     stock,
 };
 use crate::{
+    analytics::{EventKind, events::Detail},
     catalog::{self, VariantRow},
     idempotency::IdempotencyError,
     protocol::WireContext,
@@ -106,6 +107,8 @@ pub struct Checkout {
     pub handler_ids: Vec<String>,
     pub wire: Arc<WireContext>,
     pub payments: PaymentTiming,
+    /// Writes the funnel events (issue 13) in the transactions below.
+    pub funnel: crate::analytics::Recorder,
 }
 
 pub struct CreateInput {
@@ -193,6 +196,14 @@ impl Checkout {
         let redemptions = redemption_counts(conn, &rules, &session, false).await?;
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         insert(conn, &session).await?;
+        self.funnel
+            .record(conn, &session, EventKind::SessionCreated, now, Detail::default())
+            .await?;
+        if session.status == Status::ReadyForPayment {
+            self.funnel
+                .record(conn, &session, EventKind::ReadyForPayment, now, Detail::default())
+                .await?;
+        }
         Ok(session)
     }
 
@@ -213,6 +224,7 @@ impl Checkout {
     ) -> Result<Session, CheckoutError> {
         let now = Utc::now();
         let mut session = self.load_mutable(conn, agent_id, id, now).await?;
+        let was_ready = session.status == Status::ReadyForPayment;
         if let Some(items) = input.items {
             session.items = stock::merge_duplicates(items);
         }
@@ -237,16 +249,29 @@ impl Checkout {
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
         save(conn, &session).await?;
+        if !was_ready && session.status == Status::ReadyForPayment {
+            // Once per session (unique index): a session that falls back and is ready again records nothing.
+            self.funnel
+                .record(conn, &session, EventKind::ReadyForPayment, now, Detail::default())
+                .await?;
+        }
         Ok(session)
     }
 
-    pub async fn cancel(&self, conn: &mut PgConnection, agent_id: &str, id: &str) -> Result<Session, CheckoutError> {
+    /// Cancels the session; `reason` is the intent trace's reason code, kept with the funnel event.
+    pub async fn cancel(
+        &self,
+        conn: &mut PgConnection,
+        agent_id: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<Session, CheckoutError> {
         let now = Utc::now();
         let mut session = load(conn, agent_id, id, true).await?;
         let expired = expire_if_due(&mut session, now);
         if session.status.is_terminal() || session.status == Status::CompleteInProgress {
             if expired {
-                save(conn, &session).await?;
+                self.save_expired(conn, &session, now).await?;
             }
             return Err(CheckoutError::InvalidState {
                 cancel: true,
@@ -258,7 +283,24 @@ impl Checkout {
         session.computed.messages = vec![Message::info("Checkout session has been canceled.")];
         session.updated_at = now;
         save(conn, &session).await?;
+        let detail = Detail { amount: None, reason };
+        self.funnel
+            .record(conn, &session, EventKind::Canceled, now, detail)
+            .await?;
         Ok(session)
+    }
+
+    /// Saves a session [`expire_if_due`] just expired, with its funnel event.
+    pub(super) async fn save_expired(
+        &self,
+        conn: &mut PgConnection,
+        session: &Session,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        save(conn, session).await?;
+        self.funnel
+            .record(conn, session, EventKind::Expired, now, Detail::default())
+            .await
     }
 
     /// Loads a session for a mutation, refusing states that cannot change.
@@ -271,7 +313,7 @@ impl Checkout {
     ) -> Result<Session, CheckoutError> {
         let mut session = load(conn, agent_id, id, true).await?;
         if expire_if_due(&mut session, now) {
-            save(conn, &session).await?;
+            self.save_expired(conn, &session, now).await?;
         }
         match session.status {
             Status::CompleteInProgress => Err(CheckoutError::InvalidState {
@@ -329,10 +371,11 @@ impl Checkout {
                     .bind(&id)
                     .fetch_optional(&mut *tx)
                     .await?;
+            let now = Utc::now();
             if let Some(Json(mut session)) = row
-                && expire_if_due(&mut session, Utc::now())
+                && expire_if_due(&mut session, now)
             {
-                save(&mut tx, &session).await?;
+                self.save_expired(&mut tx, &session, now).await?;
                 expired += 1;
             }
             tx.commit().await?;

@@ -22,6 +22,7 @@ use super::{
     stock,
 };
 use crate::{
+    analytics::{EventKind, events::Detail},
     idempotency::{self, ClaimHandle, StoredResponse},
     orders::{
         self,
@@ -167,11 +168,21 @@ impl Checkout {
                 .await?;
                 self.reopen(conn, session, attempt, Some(declined_message(message)))
                     .await?;
+                let detail = Detail {
+                    amount: None,
+                    reason: Some(code),
+                };
+                self.funnel
+                    .record(conn, session, EventKind::PaymentDeclined, now, detail)
+                    .await?;
             }
             Resolution::RequiresAction { payment_id } => {
                 attempt::set_state(conn, &attempt.id, AttemptState::RequiresAction, Some(payment_id), None).await?;
                 session.authentication_pending = true;
                 self.reopen(conn, session, attempt, None).await?;
+                self.funnel
+                    .record(conn, session, EventKind::AuthenticationRequired, now, Detail::default())
+                    .await?;
             }
             Resolution::NoCharge {
                 detail,
@@ -226,6 +237,13 @@ impl Checkout {
         session.computed.messages.clear();
         insert_order(conn, session, attempt, payment_id, captured).await?;
         save(conn, session).await?;
+        let detail = Detail {
+            amount: Some(attempt.amount),
+            reason: None,
+        };
+        self.funnel
+            .record(conn, session, EventKind::Completed, session.updated_at, detail)
+            .await?;
         Ok(())
     }
 

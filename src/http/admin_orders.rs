@@ -92,9 +92,23 @@ async fn list_orders(
     _: Admin,
     Query(f): Query<OrderFilter>,
 ) -> Result<Response, ApiError> {
-    let rows: Vec<(String, String, String, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "select order_id, checkout_session_id, status, total_amount, currency, created_at from merchant_order
-         where ($1::text is null or status = $1) order by created_at desc limit $2",
+    // The attribution tags (issue 13) come from the order's `completed` funnel event.
+    type Row = (
+        String,
+        String,
+        String,
+        i64,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select o.order_id, o.checkout_session_id, o.status, o.total_amount, o.currency, o.created_at, o.agent_id,
+                e.channel_id
+         from merchant_order o
+         left join funnel_event e on e.checkout_session_id = o.checkout_session_id and e.kind = 'completed'
+         where ($1::text is null or o.status = $1) order by o.created_at desc limit $2",
     )
     .bind(&f.status)
     .bind(f.limit.unwrap_or(100).clamp(1, 1000))
@@ -102,9 +116,10 @@ async fn list_orders(
     .await?;
     let orders: Vec<Value> = rows
         .into_iter()
-        .map(|(id, session, status, total, currency, created)| {
+        .map(|(id, session, status, total, currency, created, agent, channel)| {
+            let tags = crate::analytics::order_tags(&agent, channel.as_deref());
             json!({"id": id, "checkout_session_id": session, "status": status, "total": total,
-                   "currency": currency, "created_at": created})
+                   "currency": currency, "created_at": created, "tags": tags})
         })
         .collect();
     Ok(Json(json!({"orders": orders})).into_response())
@@ -114,7 +129,15 @@ async fn get_order(State(state): State<AppState>, _: Admin, ResourceId(id): Reso
     let order = orders::load(&mut *state.db.acquire().await?, &id, false)
         .await?
         .ok_or(OrderError::NotFound)?;
-    Ok(order_json(&order))
+    let channel: Option<String> =
+        sqlx::query_scalar("select channel_id from funnel_event where checkout_session_id = $1 and kind = 'completed'")
+            .bind(&order.checkout_session_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let mut response = render_order(&order);
+    response["payment"] = json!(order.payment);
+    response["tags"] = crate::analytics::order_tags(&order.agent_id, channel.as_deref());
+    Ok(Json(response).into_response())
 }
 
 #[derive(Deserialize)]

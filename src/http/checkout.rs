@@ -186,13 +186,17 @@ async fn cancel(
     let adapter = call.adapter;
     async {
         // The body is optional; when present it must match the version's schema.
-        checked(&state, &call, Operation::Cancel, body)?;
+        let body = checked(&state, &call, Operation::Cancel, body)?;
+        let reason = crate::analytics::events::cancel_reason(Some(&body));
         state
             .checkout
             .retire_waiting_payment(&state.db, &call.agent_id, &id)
             .await?;
         let mut tx = state.db.begin().await?;
-        let session = state.checkout.cancel(&mut tx, &call.agent_id, &id).await?;
+        let session = state
+            .checkout
+            .cancel(&mut tx, &call.agent_id, &id, reason.as_deref())
+            .await?;
         commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
     }
     .await

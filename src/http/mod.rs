@@ -1,6 +1,8 @@
 //! HTTP surface: routes, shared state and the layers every request passes through.
 
 pub mod admin;
+// Funnel analytics and CPA (issue 13).
+pub mod admin_analytics;
 pub mod admin_orders;
 pub mod admin_rate_limit;
 pub mod checkout;
@@ -64,7 +66,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_orders::router(&state))
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
-        .merge(admin_rate_limit::router());
+        .merge(admin_rate_limit::router())
+        .merge(admin_analytics::router(&state));
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

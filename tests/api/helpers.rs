@@ -25,6 +25,8 @@ pub const AGENT_KEY: &str = "test_agent_key_0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdef";
 /// An `ACP_SECRETS_KEYS` for tests that run in production mode (which refuses to start without one).
 pub const PROD_SECRETS_KEYS: &str = "prod1:cHJvZC10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=";
+/// The buyer-hash salt production tests configure (`ACP_ANALYTICS_SALT`, issue 13).
+pub const PROD_ANALYTICS_SALT: &str = "prod-test-analytics-salt-0123456789";
 
 /// URL of the test cluster's maintenance database. `ACP_TEST_DATABASE_URL` points the suite at an existing
 /// server; otherwise the private `test` cluster is provisioned (once per machine, under a lock).

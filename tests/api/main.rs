@@ -1,6 +1,8 @@
 //! One integration-test binary (it links once): each module covers one area of the service.
 
 mod admin;
+// Funnel events, analytics API, CPA, events export and order tags (issue 13).
+mod analytics;
 mod bad_input;
 mod cli;
 mod conformance;
