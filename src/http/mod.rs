@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_orders;
 pub mod admin_rate_limit;
 pub mod checkout;
+pub mod discovery;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
@@ -64,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_orders::router(&state))
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
-        .merge(admin_rate_limit::router());
+        .merge(admin_rate_limit::router())
+        .merge(discovery::router(&state));
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }
