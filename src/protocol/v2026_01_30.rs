@@ -9,6 +9,7 @@
 //! - request items may carry `quantity` (integer 1..=99 999, default 1), as the RFC and examples send it;
 //! - `capabilities` may be absent on create (an agent declaring nothing), although the official schema requires
 //!   it: the official discount-extension examples omit it;
+//! - `capabilities` may be re-declared on update (negotiation is recomputed; [`crate::checkout::negotiation`]);
 //! - `items` is accepted as an alias of `line_items`, `phone` of `phone_number`, nested
 //!   `selected_fulfillment_options` (`{type, shipping: {option_id, item_ids}}`) as well as flat ones (DIGEST §14
 //!   items 2, 19, 20);

@@ -4,6 +4,7 @@
 //! Deviations from the official request schema, all deliberate (see README, "Requests"):
 //! - request items may carry `quantity` (integer 1..=99 999, default 1), as the RFC and examples send it;
 //! - `capabilities` may be absent on create (an agent declaring nothing);
+//! - `capabilities` may be re-declared on update (negotiation is recomputed; [`crate::checkout::negotiation`]);
 //! - `items` is accepted as an alias of `line_items`, `phone` of `phone_number` (DIGEST §14 items 2, 20);
 //! - unknown fields are ignored and never echoed.
 

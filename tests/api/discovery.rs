@@ -155,3 +155,27 @@ async fn the_document_stays_reachable_with_rate_limits_on_and_is_limited_per_add
     let limited = limited.expect("the per-address limit applies to the discovery document");
     assert!(limited.headers().contains_key("retry-after"));
 }
+
+#[test]
+fn discovery_settings_are_validated() {
+    let settings = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("env", "development"), ("psp", "simulator")];
+        all.extend_from_slice(pairs);
+        acp_merchant::config::Settings::from_pairs(&all)
+    };
+    let ok = settings(&[
+        ("supported_locales", "en-US, fr, zh-Hant-TW"),
+        ("documentation_url", ""),
+    ])
+    .unwrap();
+    assert_eq!(ok.discovery.supported_locales, ["en-US", "fr", "zh-Hant-TW"]);
+    assert!(ok.discovery.documentation_url.is_none());
+    let bad_locale = settings(&[("supported_locales", "en-US,english please")])
+        .unwrap_err()
+        .to_string();
+    assert!(bad_locale.contains("ACP_SUPPORTED_LOCALES"), "{bad_locale}");
+    let bad_url = settings(&[("documentation_url", "ftp://docs.example")])
+        .unwrap_err()
+        .to_string();
+    assert!(bad_url.contains("ACP_DOCUMENTATION_URL"), "{bad_url}");
+}
