@@ -103,6 +103,10 @@ const KEYS: &[&str] = &[
     "rate_limit_ip_burst",
     "rate_limit_sweep_interval_ms",
     "trusted_proxies",
+    // Discovery and capability negotiation (issue 13).
+    "required_interventions",
+    "supported_locales",
+    "documentation_url",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -368,6 +372,12 @@ struct RawSettings {
     rate_limit_sweep_interval_ms: u64,
     #[serde(deserialize_with = "lenient_string")]
     trusted_proxies: String,
+    #[serde(deserialize_with = "lenient_string")]
+    required_interventions: String,
+    #[serde(deserialize_with = "lenient_string")]
+    supported_locales: String,
+    #[serde(deserialize_with = "lenient_string")]
+    documentation_url: String,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -449,6 +459,19 @@ pub struct Settings {
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
+    pub required_interventions: Vec<String>,
+    /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
+    pub discovery: DiscoverySettings,
+}
+
+/// The discovery document's configurable parts.
+#[derive(Debug, Clone)]
+pub struct DiscoverySettings {
+    /// BCP 47 tags (`ACP_SUPPORTED_LOCALES`); empty: not advertised.
+    pub supported_locales: Vec<String>,
+    /// `protocol.documentation_url` (`ACP_DOCUMENTATION_URL`); unset: omitted.
+    pub documentation_url: Option<Url>,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -556,6 +579,8 @@ impl RawSettings {
         check_positive("tls_reload_poll_ms", self.tls_reload_poll_ms)?;
         check_positive("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms)?;
         let rate_limits = self.rate_limit_settings()?;
+        let required_interventions = parse_required_interventions(&self.required_interventions)?;
+        let discovery = self.discovery_settings()?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -749,6 +774,8 @@ impl RawSettings {
             tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             rate_limits,
             analytics_salt,
+            required_interventions,
+            discovery,
         };
         if production {
             check_production(&settings)?;
@@ -1098,6 +1125,64 @@ impl RawSettings {
             trusted_proxies,
         })
     }
+}
+
+impl RawSettings {
+    fn discovery_settings(&self) -> Result<DiscoverySettings, ConfigError> {
+        let documentation_url = match self.documentation_url.trim() {
+            "" => None,
+            url => Some(parse_http_url("documentation_url", url)?),
+        };
+        let supported_locales = comma_list(&self.supported_locales);
+        if let Some(bad) = supported_locales.iter().find(|l| !looks_like_language_tag(l)) {
+            return Err(ConfigError::new(
+                "supported_locales",
+                format!("`{bad}` is not a BCP 47 language tag (expected tags such as en-US,fr-FR)"),
+            ));
+        }
+        Ok(DiscoverySettings {
+            supported_locales,
+            documentation_url,
+        })
+    }
+}
+
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A primary language subtag of 2 or 3 letters, then subtags of 1 to 8 letters or digits.
+fn looks_like_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    primary_ok && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Only interventions this server performs can be required: requiring another would block every session.
+fn parse_required_interventions(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut required = Vec::new();
+    for name in comma_list(value) {
+        if !crate::checkout::negotiation::PERFORMED_INTERVENTIONS.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                "required_interventions",
+                format!(
+                    "`{name}` is not an intervention this server performs (known: {})",
+                    crate::checkout::negotiation::PERFORMED_INTERVENTIONS.join(", ")
+                ),
+            ));
+        }
+        if !required.contains(&name) {
+            required.push(name);
+        }
+    }
+    Ok(required)
 }
 
 fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {

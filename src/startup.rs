@@ -54,6 +54,7 @@ fn wire_context(settings: &Settings) -> WireContext {
     WireContext {
         payment_handlers: vec![card_handler(settings)],
         seller_interventions: vec!["3ds".to_owned()],
+        required_interventions: settings.required_interventions.clone(),
         links: settings
             .policy_links
             .iter()

@@ -107,6 +107,7 @@ pub fn recompute(
     }
     let totals = order_totals(priced.as_ref(), &selected);
     let (applied_discounts, rejected_discounts) = discounts(session, rules, priced.as_ref(), &mut messages);
+    messages.extend(super::negotiation::messages(session));
     let ready =
         messages.iter().all(|m| m.kind != MessageKind::Error) && fulfillment_complete(session, &lines, &selected);
     session.computed = Computed {

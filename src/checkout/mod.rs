@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod complete;
 pub mod compute;
 pub mod model;
+pub mod negotiation;
 pub mod psp_events;
 pub mod reconcile;
 pub mod service;

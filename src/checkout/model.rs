@@ -283,6 +283,9 @@ pub struct Session {
     /// Extensions the agent declared (`capabilities.extensions`), e.g. `discount`.
     #[serde(default)]
     pub agent_extensions: Vec<String>,
+    /// Capability negotiation beyond interventions and extensions: declared handlers, required interventions.
+    #[serde(default)]
+    pub negotiation: super::negotiation::Negotiation,
     /// Discount codes as the agent last sent them (`discounts.codes`, or the deprecated `coupons`).
     #[serde(default)]
     pub discount_codes: Vec<String>,

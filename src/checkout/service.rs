@@ -29,7 +29,7 @@ use sqlx::PgPool;
 use super::{
     attempt, compute,
     model::{Buyer, FulfillmentDetails, Message, RequestedItem, SelectedOption, Session, Status},
-    stock,
+    negotiation, stock,
 };
 use crate::{
     analytics::{EventKind, events::Detail},
@@ -121,6 +121,8 @@ pub struct CreateInput {
     pub buyer: Option<Buyer>,
     pub fulfillment_details: Option<FulfillmentDetails>,
     pub agent_interventions: Vec<String>,
+    /// Handler names the agent declared in `capabilities.payment.handlers` (`None`: no list).
+    pub agent_payment_handlers: Option<Vec<String>>,
     pub order_notes: Option<String>,
 }
 
@@ -134,6 +136,8 @@ pub struct UpdateInput {
     pub order_notes: Option<Option<String>>,
     /// Replaces the codes when present (`[]` clears them).
     pub discount_codes: Option<Vec<String>>,
+    /// Capabilities re-declared on update (a tolerated extension of the update request).
+    pub capabilities: Option<super::negotiation::Declared>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,8 +183,9 @@ impl Checkout {
             buyer: input.buyer,
             fulfillment_details: input.fulfillment_details,
             requested_selection: Vec::new(),
-            agent_interventions: input.agent_interventions,
-            agent_extensions: input.agent_extensions,
+            agent_interventions: Vec::new(),
+            agent_extensions: Vec::new(),
+            negotiation: Default::default(),
             discount_codes: input.discount_codes,
             order_notes: input.order_notes,
             computed: Default::default(),
@@ -193,6 +198,15 @@ impl Checkout {
             updated_at: now,
             expires_at: now + self.session_ttl,
         };
+        if negotiation::negotiates(api_version) {
+            session.negotiation.required_interventions = self.wire.required_interventions.clone();
+        }
+        let declared = negotiation::Declared {
+            interventions: input.agent_interventions,
+            extensions: input.agent_extensions,
+            payment_handlers: input.agent_payment_handlers,
+        };
+        negotiation::apply(&mut session, declared, &self.wire.payment_handlers);
         let redemptions = redemption_counts(conn, &rules, &session, false).await?;
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         insert(conn, &session).await?;
@@ -242,6 +256,9 @@ impl Checkout {
         }
         if let Some(codes) = input.discount_codes {
             session.discount_codes = codes;
+        }
+        if let Some(declared) = input.capabilities {
+            negotiation::apply(&mut session, declared, &self.wire.payment_handlers);
         }
         let catalog = load_catalog(conn, &session.items).await?;
         let rules = self.rules.current(conn).await?;

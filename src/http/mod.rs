@@ -6,6 +6,7 @@ pub mod admin_analytics;
 pub mod admin_orders;
 pub mod admin_rate_limit;
 pub mod checkout;
+pub mod discovery;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
@@ -67,7 +68,8 @@ pub fn router(state: AppState) -> Router {
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
         .merge(admin_rate_limit::router())
-        .merge(admin_analytics::router(&state));
+        .merge(admin_analytics::router(&state))
+        .merge(discovery::router(&state));
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

@@ -159,6 +159,8 @@ pub fn typed<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, WireError
 pub struct WireContext {
     pub payment_handlers: Vec<Value>,
     pub seller_interventions: Vec<String>,
+    /// Interventions the merchant requires of negotiating agents (`required_interventions`).
+    pub required_interventions: Vec<String>,
     pub links: Vec<Value>,
     pub authentication_metadata: Value,
 }

@@ -75,6 +75,7 @@ impl Adapter for V2025_09_29 {
             buyer: request.buyer.map(BuyerIn::into_buyer),
             fulfillment_details: request.fulfillment_address.map(AddressIn::into_details),
             agent_interventions: Vec::new(),
+            agent_payment_handlers: None,
             order_notes: None,
         })
     }
@@ -95,6 +96,7 @@ impl Adapter for V2025_09_29 {
             }),
             order_notes: None,
             discount_codes: None,
+            capabilities: None,
         })
     }
 
@@ -595,6 +597,7 @@ mod tests {
             requested_selection: vec![],
             agent_interventions: vec![],
             agent_extensions: vec![],
+            negotiation: Default::default(),
             discount_codes: vec![],
             order_notes: None,
             computed: Computed {
@@ -644,6 +647,7 @@ mod tests {
         WireContext {
             payment_handlers: vec![],
             seller_interventions: vec![],
+            required_interventions: vec![],
             links: vec![
                 json!({"type": "terms_of_use", "url": "https://s.example/terms"}),
                 json!({"type": "return_policy", "url": "https://s.example/returns"}),

@@ -278,6 +278,7 @@ impl CreateRequest {
             fulfillment_details: self.fulfillment_details.map(FulfillmentDetails::from),
             // Delegated 3-D Secure is part of this version: its agents can always be asked for it.
             agent_interventions: vec!["3ds".to_owned()],
+            agent_payment_handlers: None,
             order_notes: None,
         }
     }
@@ -294,6 +295,7 @@ impl UpdateRequest {
                 .map(|s| s.into_iter().map(SelectedIn::into_selection).collect()),
             order_notes: None,
             discount_codes: None,
+            capabilities: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - request items may carry `quantity` (integer 1..=99 999, default 1), as the RFC and examples send it;
 //! - `capabilities` may be absent on create (an agent declaring nothing), although the official schema requires
 //!   it: the official discount-extension examples omit it;
+//! - `capabilities` may be re-declared on update (negotiation is recomputed; [`crate::checkout::negotiation`]);
 //! - `items` is accepted as an alias of `line_items`, `phone` of `phone_number`, nested
 //!   `selected_fulfillment_options` (`{type, shipping: {option_id, item_ids}}`) as well as flat ones (DIGEST §14
 //!   items 2, 19, 20);
@@ -27,7 +28,8 @@
 //! |---|---|
 //! | status (7 values) | native (all 7 are among this version's 11, including `complete_in_progress` and `expired`) |
 //! | payment handlers | `capabilities.payment.handlers`, without `display_name` / `display_order` |
-//! | interventions | `supported` = seller ∩ agent ∩ {3ds, biometric, address_verification}; `required` `[]`; `enforcement` `conditional` |
+//! | interventions | `supported` = seller ∩ agent ∩ {3ds, biometric, address_verification}; `required` and `enforcement` from negotiation ([`crate::checkout::negotiation`]) |
+//! | payment handlers offered | the merchant's handlers whose `name` the agent declared (all when it declared no list) |
 //! | discount extension | `capabilities.extensions` declaration and `discounts` (as 2026-04-17) |
 //! | line items, fulfillment options, selections | as 2026-04-17 (flat selections) |
 //! | totals | the 11 types of this version; `amount_refunded` (orders only) is never sent |
@@ -274,16 +276,11 @@ fn links(ctx: &WireContext) -> Vec<Value> {
 }
 
 fn capabilities(s: &Session, ctx: &WireContext) -> Value {
-    let supported: Vec<&str> = ctx
-        .seller_interventions
-        .iter()
-        .map(String::as_str)
-        .filter(|i| INTERVENTIONS.contains(i) && s.agent_interventions.iter().any(|a| a == i))
-        .collect();
-    json!({
-        "payment": {"handlers": ctx.payment_handlers.iter().map(handler).collect::<Vec<_>>()},
-        "interventions": {"supported": supported, "required": [], "enforcement": "conditional"},
-    })
+    let mut v = v2026_04_17::capabilities(s, ctx, handler);
+    if let Some(supported) = v["interventions"]["supported"].as_array_mut() {
+        supported.retain(|i| i.as_str().is_some_and(|i| INTERVENTIONS.contains(&i)));
+    }
+    v
 }
 
 /// The configured 3DS metadata plus the `channel` this version requires (see the module docs).

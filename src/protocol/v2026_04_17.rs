@@ -4,6 +4,7 @@
 //! Deviations from the official request schema, all deliberate (see README, "Requests"):
 //! - request items may carry `quantity` (integer 1..=99 999, default 1), as the RFC and examples send it;
 //! - `capabilities` may be absent on create (an agent declaring nothing);
+//! - `capabilities` may be re-declared on update (negotiation is recomputed; [`crate::checkout::negotiation`]);
 //! - `items` is accepted as an alias of `line_items`, `phone` of `phone_number` (DIGEST §14 items 2, 20);
 //! - unknown fields are ignored and never echoed.
 
@@ -16,6 +17,7 @@ use crate::checkout::{
         Address, Buyer, FulfillmentDetails, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind,
         RequestedItem, SelectedOption, Session, Status, Total,
     },
+    negotiation::{self, Declared},
     service::{AuthenticationOutcome, CompleteInput, CreateInput, UpdateInput},
 };
 use crate::psp::ThreeDsData;
@@ -90,6 +92,25 @@ pub struct CapabilitiesIn {
     /// Extension names the agent supports (request form: strings; anything else is ignored).
     #[serde(default)]
     pub extensions: Option<Vec<Value>>,
+    /// `payment.handlers` the agent can use (objects with a `name`, or bare names; anything else is ignored).
+    #[serde(default)]
+    pub payment: Option<Value>,
+}
+
+impl CapabilitiesIn {
+    /// What negotiation needs from the declaration; non-string extensions are ignored.
+    pub fn declared(self) -> Declared {
+        Declared {
+            interventions: self.interventions.map(|i| i.supported).unwrap_or_default(),
+            extensions: self
+                .extensions
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            payment_handlers: negotiation::declared_handler_names(self.payment.as_ref()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +204,10 @@ pub struct UpdateRequest {
     pub discounts: Option<DiscountsIn>,
     #[serde(default)]
     pub coupons: Option<Vec<String>>,
+    /// Not in the official update request: an agent may re-declare its capabilities (README, "Capability
+    /// negotiation"), replacing what it declared before.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesIn>,
 }
 
 /// `Debug` is written by hand: it leaves the payment token out.
@@ -307,23 +332,16 @@ impl CreateRequest {
         if let Some(d) = &self.fulfillment_details {
             check_details(d)?;
         }
-        let capabilities = self.capabilities;
-        let agent_extensions = capabilities
-            .as_ref()
-            .and_then(|c| c.extensions.as_ref())
-            .map(|e| e.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
+        let declared = self.capabilities.map(CapabilitiesIn::declared).unwrap_or_default();
         Ok(CreateInput {
-            agent_extensions,
+            agent_extensions: declared.extensions,
             discount_codes: codes(self.discounts, self.coupons).unwrap_or_default(),
             items: items(self.line_items)?,
             currency: Some(self.currency),
             buyer: self.buyer,
             fulfillment_details: self.fulfillment_details,
-            agent_interventions: capabilities
-                .and_then(|c| c.interventions)
-                .map(|i| i.supported)
-                .unwrap_or_default(),
+            agent_interventions: declared.interventions,
+            agent_payment_handlers: declared.payment_handlers,
             order_notes: self.order_notes,
         })
     }
@@ -343,6 +361,7 @@ impl UpdateRequest {
                 .selected_fulfillment_options
                 .map(|s| s.into_iter().map(SelectedIn::into_selection).collect()),
             order_notes: self.order_notes,
+            capabilities: self.capabilities.map(CapabilitiesIn::declared),
         })
     }
 }
@@ -549,21 +568,37 @@ pub(crate) fn discounts(s: &Session) -> Value {
     json!({"codes": s.discount_codes, "applied": applied, "rejected": rejected})
 }
 
-/// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed).
-pub fn render(s: &Session, ctx: &WireContext) -> Value {
+/// The negotiated `capabilities` (without `extensions`): the merchant's handlers the agent can use (each shaped by
+/// `handler` for the version), the interventions both sides support, and what the merchant requires.
+pub fn capabilities(s: &Session, ctx: &WireContext, handler: impl Fn(&Value) -> Value) -> Value {
     let supported: Vec<&str> = ctx
         .seller_interventions
         .iter()
         .map(String::as_str)
         .filter(|i| s.agent_interventions.iter().any(|a| a == i))
         .collect();
+    let handlers: Vec<Value> = ctx
+        .payment_handlers
+        .iter()
+        .filter(|h| negotiation::offers(&s.negotiation, h))
+        .map(handler)
+        .collect();
+    json!({
+        "payment": {"handlers": handlers},
+        "interventions": {
+            "supported": supported,
+            "required": s.negotiation.required_interventions,
+            "enforcement": negotiation::enforcement(&s.negotiation),
+        },
+    })
+}
+
+/// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed).
+pub fn render(s: &Session, ctx: &WireContext) -> Value {
     let mut v = json!({
         "id": s.id,
         "protocol": {"version": VERSION},
-        "capabilities": {
-            "payment": {"handlers": ctx.payment_handlers},
-            "interventions": {"supported": supported, "required": [], "enforcement": "conditional"},
-        },
+        "capabilities": capabilities(s, ctx, |h| h.clone()),
         "status": s.status.as_str(),
         "currency": s.currency,
         "line_items": s.computed.lines.iter().map(line).collect::<Vec<_>>(),
