@@ -101,6 +101,11 @@ const KEYS: &[&str] = &[
     "rate_limit_ip_burst",
     "rate_limit_sweep_interval_ms",
     "trusted_proxies",
+    // The buyer's order page (issue 13).
+    "order_page_key",
+    "order_page_url_template",
+    "support_email",
+    "support_url",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -363,6 +368,15 @@ struct RawSettings {
     rate_limit_sweep_interval_ms: u64,
     #[serde(deserialize_with = "lenient_string")]
     trusted_proxies: String,
+    // The buyer's order page (issue 13).
+    #[serde(default)]
+    order_page_key: Option<Secret>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    order_page_url_template: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    support_email: String,
+    #[serde(deserialize_with = "lenient_string")]
+    support_url: String,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -442,6 +456,8 @@ pub struct Settings {
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// The buyer's order page: token key, the merchant's own page, support contacts (issue 13).
+    pub order_page: crate::order_page::OrderPageSettings,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -549,6 +565,14 @@ impl RawSettings {
         check_positive("tls_reload_poll_ms", self.tls_reload_poll_ms)?;
         check_positive("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms)?;
         let rate_limits = self.rate_limit_settings()?;
+        let order_page = crate::order_page::OrderPageSettings::parse(
+            self.order_page_key.clone(),
+            self.order_page_url_template.as_deref(),
+            &self.support_email,
+            &self.support_url,
+            production,
+        )
+        .map_err(|(key, problem)| ConfigError::new(key, problem))?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -740,6 +764,7 @@ impl RawSettings {
             tls_reload_poll: Duration::from_millis(self.tls_reload_poll_ms),
             tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             rate_limits,
+            order_page,
         };
         if production {
             check_production(&settings)?;
@@ -1201,6 +1226,7 @@ mod tests {
             ("admin_token", "admin-token-0123456789abcdefghij"),
             ("stripe_secret_key", "sk_test_123"),
             ("secrets_keys", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            ("order_page_key", "order-page-key-0123456789abcdefghij"),
         ];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)

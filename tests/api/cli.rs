@@ -68,6 +68,7 @@ fn production_env(database_url: &str) -> Vec<(&str, &str)> {
         ("ACP_ADMIN_TOKEN", PROD_ADMIN_TOKEN),
         ("ACP_PSP", "simulator"),
         ("ACP_SECRETS_KEYS", crate::helpers::PROD_SECRETS_KEYS),
+        ("ACP_ORDER_PAGE_KEY", crate::helpers::PROD_ORDER_PAGE_KEY),
     ]
 }
 

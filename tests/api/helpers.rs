@@ -25,6 +25,8 @@ pub const AGENT_KEY: &str = "test_agent_key_0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdef";
 /// An `ACP_SECRETS_KEYS` for tests that run in production mode (which refuses to start without one).
 pub const PROD_SECRETS_KEYS: &str = "prod1:cHJvZC10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=";
+/// An `ACP_ORDER_PAGE_KEY` for tests that run in production mode (issue 13: production requires one).
+pub const PROD_ORDER_PAGE_KEY: &str = "prod-order-page-key-0123456789abcdefghij";
 
 /// URL of the test cluster's maintenance database. `ACP_TEST_DATABASE_URL` points the suite at an existing
 /// server; otherwise the private `test` cluster is provisioned (once per machine, under a lock).

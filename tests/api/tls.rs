@@ -297,6 +297,7 @@ async fn tls_configuration_mistakes_stop_start_up_naming_the_variable() {
         ("tls_cert", PemDir::str(&pem.cert())),
         ("tls_key", PemDir::str(&pem.key())),
         ("secrets_keys", crate::helpers::PROD_SECRETS_KEYS),
+        ("order_page_key", crate::helpers::PROD_ORDER_PAGE_KEY),
     ]);
     assert!(production.is_ok(), "{:?}", production.err());
 }
