@@ -1491,4 +1491,17 @@ mod tests {
         let s = Secret::new("sk_live_abc");
         assert!(!format!("{s:?} {s}").contains("sk_live_abc"));
     }
+
+    // Issue 13: the order page.
+    #[test]
+    fn order_page_settings_are_checked_and_named_by_their_variables() {
+        let err = prod(&[("order_page_key", "")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ORDER_PAGE_KEY");
+        let template = "http://shop.example.com/orders/{order_id}?t={token}";
+        let err = prod(&[("order_page_url_template", template)]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ORDER_PAGE_URL_TEMPLATE");
+        assert!(dev(&[("order_page_url_template", template)]).is_ok());
+        let err = dev(&[("support_email", "nobody")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_SUPPORT_EMAIL");
+    }
 }

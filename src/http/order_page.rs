@@ -11,10 +11,7 @@ use axum::{
 };
 
 use super::AppState;
-use crate::{
-    error::ApiError,
-    order_page::{OrderLinks, page},
-};
+use crate::{error::ApiError, order_page::page};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/orders/{order_id}", get(order_page))
@@ -25,7 +22,7 @@ async fn order_page(
     Path(order_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let links = OrderLinks::new(&state.settings.order_page, &state.settings.public_base_url);
+    let links = &state.checkout.order_links;
     let authorized = token(query.as_deref()).is_some_and(|t| links.token_matches(&order_id, &t));
     if !authorized {
         return Ok(html(StatusCode::NOT_FOUND, page::not_found()));
