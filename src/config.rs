@@ -107,6 +107,11 @@ const KEYS: &[&str] = &[
     "required_interventions",
     "supported_locales",
     "documentation_url",
+    // The buyer's order page (issue 13).
+    "order_page_key",
+    "order_page_url_template",
+    "support_email",
+    "support_url",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -378,6 +383,15 @@ struct RawSettings {
     supported_locales: String,
     #[serde(deserialize_with = "lenient_string")]
     documentation_url: String,
+    // The buyer's order page (issue 13).
+    #[serde(default)]
+    order_page_key: Option<Secret>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    order_page_url_template: Option<String>,
+    #[serde(deserialize_with = "lenient_string")]
+    support_email: String,
+    #[serde(deserialize_with = "lenient_string")]
+    support_url: String,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -459,6 +473,8 @@ pub struct Settings {
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// The buyer's order page: token key, the merchant's own page, support contacts (issue 13).
+    pub order_page: crate::order_page::OrderPageSettings,
     /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
     pub required_interventions: Vec<String>,
     /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
@@ -581,6 +597,14 @@ impl RawSettings {
         let rate_limits = self.rate_limit_settings()?;
         let required_interventions = parse_required_interventions(&self.required_interventions)?;
         let discovery = self.discovery_settings()?;
+        let order_page = crate::order_page::OrderPageSettings::parse(
+            self.order_page_key.clone(),
+            self.order_page_url_template.as_deref(),
+            &self.support_email,
+            &self.support_url,
+            production,
+        )
+        .map_err(|(key, problem)| ConfigError::new(key, problem))?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -776,6 +800,7 @@ impl RawSettings {
             analytics_salt,
             required_interventions,
             discovery,
+            order_page,
         };
         if production {
             check_production(&settings)?;
@@ -1314,6 +1339,7 @@ mod tests {
             ("stripe_secret_key", "sk_test_123"),
             ("secrets_keys", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
             ("analytics_salt", "analytics-salt-0123456789"),
+            ("order_page_key", "order-page-key-0123456789abcdefghij"),
         ];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)
@@ -1596,5 +1622,18 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("sk_live_abc");
         assert!(!format!("{s:?} {s}").contains("sk_live_abc"));
+    }
+
+    // Issue 13: the order page.
+    #[test]
+    fn order_page_settings_are_checked_and_named_by_their_variables() {
+        let err = prod(&[("order_page_key", "")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ORDER_PAGE_KEY");
+        let template = "http://shop.example.com/orders/{order_id}?t={token}";
+        let err = prod(&[("order_page_url_template", template)]).unwrap_err();
+        assert_eq!(err.setting, "ACP_ORDER_PAGE_URL_TEMPLATE");
+        assert!(dev(&[("order_page_url_template", template)]).is_ok());
+        let err = dev(&[("support_email", "nobody")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_SUPPORT_EMAIL");
     }
 }

@@ -37,3 +37,5 @@ pub mod rate_limit;
 pub mod tls;
 // Funnel events, analytics and CPA (issue 13).
 pub mod analytics;
+// Issue 13: the buyer's order page.
+pub mod order_page;

@@ -103,6 +103,8 @@ pub struct Checkout {
     pub rules: crate::pricing::store::RulesCache,
     pub session_ttl: Duration,
     pub public_base_url: String,
+    /// Builds the orders' `permalink_url` (issue 13: the order page).
+    pub order_links: crate::order_page::OrderLinks,
     pub psp: Psp,
     pub handler_ids: Vec<String>,
     pub wire: Arc<WireContext>,

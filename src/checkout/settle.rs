@@ -227,7 +227,7 @@ impl Checkout {
         captured: bool,
     ) -> Result<(), CheckoutError> {
         let order_id = attempt.order_reference.clone();
-        let permalink_url = format!("{}/orders/{order_id}", self.public_base_url.trim_end_matches('/'));
+        let permalink_url = self.order_links.permalink(&order_id);
         session.status = Status::Completed;
         session.authentication_pending = false;
         session.order = Some(OrderRef {

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotent;
 pub mod limits;
+pub mod order_page;
 pub mod request_id;
 pub mod signed;
 pub mod signing_admin;
@@ -69,7 +70,9 @@ pub fn router(state: AppState) -> Router {
         .merge(stripe_webhooks::router())
         .merge(admin_rate_limit::router())
         .merge(admin_analytics::router(&state))
-        .merge(discovery::router(&state));
+        .merge(discovery::router(&state))
+        // Issue 13: the buyer's order page.
+        .merge(order_page::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

@@ -69,6 +69,7 @@ fn production_env(database_url: &str) -> Vec<(&str, &str)> {
         ("ACP_PSP", "simulator"),
         ("ACP_SECRETS_KEYS", crate::helpers::PROD_SECRETS_KEYS),
         ("ACP_ANALYTICS_SALT", crate::helpers::PROD_ANALYTICS_SALT),
+        ("ACP_ORDER_PAGE_KEY", crate::helpers::PROD_ORDER_PAGE_KEY),
     ]
 }
 

@@ -27,6 +27,8 @@ pub const ADMIN_TOKEN: &str = "test_admin_token_0123456789abcdef";
 pub const PROD_SECRETS_KEYS: &str = "prod1:cHJvZC10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE=";
 /// The buyer-hash salt production tests configure (`ACP_ANALYTICS_SALT`, issue 13).
 pub const PROD_ANALYTICS_SALT: &str = "prod-test-analytics-salt-0123456789";
+/// An `ACP_ORDER_PAGE_KEY` for tests that run in production mode (issue 13: production requires one).
+pub const PROD_ORDER_PAGE_KEY: &str = "prod-order-page-key-0123456789abcdefghij";
 
 /// URL of the test cluster's maintenance database. `ACP_TEST_DATABASE_URL` points the suite at an existing
 /// server; otherwise the private `test` cluster is provisioned (once per machine, under a lock).

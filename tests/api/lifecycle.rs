@@ -168,7 +168,8 @@ async fn create_update_get_complete_on_the_demo_catalog() {
         order["permalink_url"]
             .as_str()
             .unwrap()
-            .ends_with(order["id"].as_str().unwrap())
+            .contains(&format!("/orders/{}?t=", order["id"].as_str().unwrap())),
+        "the permalink opens the order page (issue 13)"
     );
 
     assert_eq!(count(&app, "merchant_order").await, 1);

@@ -36,3 +36,7 @@ mod v2026_01_30;
 mod v2026_04_17;
 mod versions;
 mod webhooks;
+// Issue 13: the buyer's order page, headless Chromium, the compose deployment.
+mod browser;
+mod compose;
+mod order_page;

@@ -201,6 +201,7 @@ applies_to_shipping = true
         ("ACP_ALLOW_SIMULATOR_IN_PRODUCTION", "true"),
         ("ACP_SECRETS_KEYS", crate::helpers::PROD_SECRETS_KEYS),
         ("ACP_ANALYTICS_SALT", crate::helpers::PROD_ANALYTICS_SALT),
+        ("ACP_ORDER_PAGE_KEY", crate::helpers::PROD_ORDER_PAGE_KEY),
     ];
     let out = tokio::time::timeout(
         Duration::from_secs(30),

@@ -298,6 +298,7 @@ async fn tls_configuration_mistakes_stop_start_up_naming_the_variable() {
         ("tls_key", PemDir::str(&pem.key())),
         ("secrets_keys", crate::helpers::PROD_SECRETS_KEYS),
         ("analytics_salt", crate::helpers::PROD_ANALYTICS_SALT),
+        ("order_page_key", crate::helpers::PROD_ORDER_PAGE_KEY),
     ]);
     assert!(production.is_ok(), "{:?}", production.err());
 }

@@ -425,6 +425,7 @@ async fn in_production_an_agent_webhook_on_a_private_host_is_dead_lettered() {
         ("allow_simulator_in_production", "true"),
         ("secrets_keys", crate::helpers::PROD_SECRETS_KEYS),
         ("analytics_salt", crate::helpers::PROD_ANALYTICS_SALT),
+        ("order_page_key", crate::helpers::PROD_ORDER_PAGE_KEY),
         ("webhook_poll_interval_ms", "25"),
         ("webhook_retry_schedule_ms", "100"),
     ])
