@@ -101,6 +101,13 @@ const KEYS: &[&str] = &[
     "rate_limit_ip_burst",
     "rate_limit_sweep_interval_ms",
     "trusted_proxies",
+    // Metrics and traces (issue 13).
+    "metrics_addr",
+    "otel_enabled",
+    "otel_endpoint",
+    "otel_service_name",
+    "otel_sample_ratio",
+    "otel_export_timeout_ms",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -363,6 +370,14 @@ struct RawSettings {
     rate_limit_sweep_interval_ms: u64,
     #[serde(deserialize_with = "lenient_string")]
     trusted_proxies: String,
+    // Metrics and traces (issue 13).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    metrics_addr: Option<String>,
+    otel_enabled: bool,
+    otel_endpoint: String,
+    otel_service_name: String,
+    otel_sample_ratio: f64,
+    otel_export_timeout_ms: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -442,6 +457,10 @@ pub struct Settings {
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// A second, unauthenticated listener serving only `GET /metrics` (`ACP_METRICS_ADDR`); none when empty.
+    pub metrics_addr: Option<SocketAddr>,
+    /// OpenTelemetry trace export (`ACP_OTEL_*`).
+    pub otel: crate::observability::traces::OtelSettings,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the process environment.
@@ -549,6 +568,7 @@ impl RawSettings {
         check_positive("tls_reload_poll_ms", self.tls_reload_poll_ms)?;
         check_positive("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms)?;
         let rate_limits = self.rate_limit_settings()?;
+        let (metrics_addr, otel) = self.observability_settings()?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -740,6 +760,8 @@ impl RawSettings {
             tls_reload_poll: Duration::from_millis(self.tls_reload_poll_ms),
             tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             rate_limits,
+            metrics_addr,
+            otel,
         };
         if production {
             check_production(&settings)?;
@@ -1088,6 +1110,35 @@ impl RawSettings {
             sweep_interval: Duration::from_millis(self.rate_limit_sweep_interval_ms),
             trusted_proxies,
         })
+    }
+}
+
+impl RawSettings {
+    /// The metrics listener and the trace export (issue 13).
+    fn observability_settings(
+        &self,
+    ) -> Result<(Option<SocketAddr>, crate::observability::traces::OtelSettings), ConfigError> {
+        let metrics_addr = match self.metrics_addr.as_deref() {
+            Some(value) => Some(value.parse().map_err(|_| {
+                ConfigError::new("metrics_addr", format!("`{value}` is not a socket address (host:port)"))
+            })?),
+            None => None,
+        };
+        if !(0.0..=1.0).contains(&self.otel_sample_ratio) {
+            return Err(ConfigError::new("otel_sample_ratio", "must be between 0 and 1"));
+        }
+        check_positive("otel_export_timeout_ms", self.otel_export_timeout_ms)?;
+        if self.otel_service_name.trim().is_empty() {
+            return Err(ConfigError::new("otel_service_name", "must not be empty"));
+        }
+        let otel = crate::observability::traces::OtelSettings {
+            enabled: self.otel_enabled,
+            endpoint: parse_http_url("otel_endpoint", &self.otel_endpoint)?,
+            service_name: self.otel_service_name.clone(),
+            sample_ratio: self.otel_sample_ratio,
+            export_timeout: Duration::from_millis(self.otel_export_timeout_ms),
+        };
+        Ok((metrics_addr, otel))
     }
 }
 

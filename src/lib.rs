@@ -35,3 +35,5 @@ pub mod webhooks;
 // Issue 12: native TLS and rate limits.
 pub mod rate_limit;
 pub mod tls;
+// Issue 13: Prometheus metrics and OpenTelemetry traces.
+pub mod observability;

@@ -102,6 +102,7 @@ impl Checkout {
     }
 
     /// Phase 1 (see the module docs).
+    #[tracing::instrument(name = "db.complete.begin", skip_all, fields(db.system = "postgresql"))]
     async fn begin(&self, pool: &PgPool, call: &CompleteCall, runner: Uuid) -> Result<Begun, CheckoutError> {
         let now = Utc::now();
         let input = &call.input;

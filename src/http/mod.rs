@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotent;
 pub mod limits;
+pub mod metrics;
 pub mod request_id;
 pub mod signed;
 pub mod signing_admin;
@@ -64,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_orders::router(&state))
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
-        .merge(admin_rate_limit::router());
+        .merge(admin_rate_limit::router())
+        .merge(metrics::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }
@@ -73,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), limits::edge))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::observability::metrics::track_requests,
+        ))
         .layer(middleware::from_fn(request_id::trace_requests))
         .with_state(state)
 }

@@ -11,6 +11,7 @@ mod hostile_input;
 mod idempotency;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod official;
 mod own_openapi;
 mod payment_faults;
