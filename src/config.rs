@@ -1118,7 +1118,7 @@ impl RawSettings {
     fn observability_settings(
         &self,
     ) -> Result<(Option<SocketAddr>, crate::observability::traces::OtelSettings), ConfigError> {
-        let metrics_addr = match self.metrics_addr.as_deref() {
+        let metrics_addr = match self.metrics_addr.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             Some(value) => Some(value.parse().map_err(|_| {
                 ConfigError::new("metrics_addr", format!("`{value}` is not a socket address (host:port)"))
             })?),

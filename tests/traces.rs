@@ -139,7 +139,7 @@ async fn complete_is_one_trace(app: &TestApp, psp: &str, token: &str) {
     );
     assert_eq!(
         attribute(&root, "route").as_deref(),
-        Some("/checkout_sessions/{checkout_session_id}/complete")
+        Some("/checkout_sessions/{id}/complete")
     );
     let trace = spans_of(trace_id);
     let roots: Vec<&SpanData> = trace.iter().filter(|s| s.parent_span_id == SpanId::INVALID).collect();

@@ -147,7 +147,7 @@ async fn a_checkout_flow_shows_in_the_metrics_with_route_templates() {
         v,
     ];
     grew(&before, &after, requests, &conflict_labels, 1.0);
-    let session_route = ("route", "/checkout_sessions/{checkout_session_id}");
+    let session_route = ("route", "/checkout_sessions/{id}");
     grew(
         &before,
         &after,
@@ -155,7 +155,7 @@ async fn a_checkout_flow_shows_in_the_metrics_with_route_templates() {
         &[session_route, ("method", "POST"), ("status", "200"), v],
         1.0,
     );
-    let complete_route = ("route", "/checkout_sessions/{checkout_session_id}/complete");
+    let complete_route = ("route", "/checkout_sessions/{id}/complete");
     let complete_labels = [complete_route, ("method", "POST"), ("status", "200"), v];
     grew(&before, &after, requests, &complete_labels, 1.0);
     let unmatched = [
