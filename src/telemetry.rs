@@ -59,7 +59,9 @@ pub fn init_with_layer(format: LogFormat, level: &str, extra: Option<OtelLayer>)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false)
+                    // The whole span stack, not just the innermost: a line logged inside a database or PSP span
+                    // still carries the request span and its request id.
+                    .with_span_list(true)
                     .with_target(false),
             )
             .try_init()
