@@ -200,3 +200,54 @@ async fn a_complete_on_stripe_is_one_trace_with_database_and_psp_spans() {
     let token = format!("spt_ok_{}", uuid::Uuid::new_v4().simple());
     complete_is_one_trace(&app, "stripe", &token).await;
 }
+
+/// The real exporter: spans leave as OTLP/HTTP protobuf through our reqwest client to the configured endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_with_otlp_over_http_protobuf() {
+    use opentelemetry::trace::{Tracer, TracerProvider as _};
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let seen = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push((content_type, body.len()));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let settings = traces::OtelSettings {
+        enabled: true,
+        endpoint: format!("http://{addr}/v1/traces").parse().unwrap(),
+        service_name: "acp-merchant-export-test".into(),
+        sample_ratio: 1.0,
+        export_timeout: Duration::from_secs(2),
+    };
+    let provider = traces::provider(&settings).expect("exporter builds");
+    provider.tracer("export-test").in_span("exported", |_| {});
+    // The batch processor exports from its own thread and blocks the caller while it does.
+    let flushed = tokio::task::spawn_blocking(move || {
+        let flushed = provider.force_flush();
+        let _ = provider.shutdown();
+        flushed
+    })
+    .await
+    .unwrap();
+    assert!(flushed.is_ok(), "{flushed:?}");
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one export request: {got:?}");
+    assert_eq!(got[0].0, "application/x-protobuf");
+    assert!(got[0].1 > 0, "a non-empty protobuf body");
+}
