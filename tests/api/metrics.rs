@@ -282,3 +282,52 @@ async fn the_separate_listener_serves_metrics_without_authentication() {
         .unwrap();
     assert_eq!(api.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_ambiguous_charge_and_its_reconciliation_are_counted() {
+    let fake = test_support::fake_stripe::FakeStripe::start(crate::stripe::SECRET).await;
+    let app = crate::stripe::stripe_app(
+        &fake,
+        &[
+            ("stripe_max_retries", "0"),
+            ("reconcile_interval_ms", "100"),
+            ("reconcile_after_ms", "100"),
+            // Absence in Stripe's search proves no charge at once here (production waits minutes).
+            ("psp_lookup_grace_secs", "0"),
+        ],
+    )
+    .await;
+    let before = scrape(&app).await;
+    let created = app
+        .acp_post("/checkout_sessions", &create_body(json!([{"id": TEE}])))
+        .send()
+        .await
+        .unwrap();
+    let id = session(created, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A 500 that Stripe never executed: ambiguous for us, so held until the reconciler asks.
+    let flaky = crate::stripe::token("flaky");
+    let held = app
+        .acp_post(&format!("/checkout_sessions/{id}/complete"), &payment(&flaky))
+        .send()
+        .await
+        .unwrap();
+    assert!(!held.status().is_success(), "{}", held.status());
+    let no_charge = [("resolution", "no_charge")];
+    let resolutions = "acp_reconciler_resolutions_total";
+    let mut after = scrape(&app).await;
+    for _ in 0..50 {
+        if sample(&after, resolutions, &no_charge) > sample(&before, resolutions, &no_charge) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(&app).await;
+    }
+    grew(&before, &after, resolutions, &no_charge, 1.0);
+    let ambiguous = [("psp", "stripe"), ("operation", "charge"), ("outcome", "ambiguous")];
+    grew(&before, &after, "acp_psp_requests_total", &ambiguous, 1.0);
+    let lookup = [("psp", "stripe"), ("operation", "lookup"), ("outcome", "succeeded")];
+    grew(&before, &after, "acp_psp_requests_total", &lookup, 1.0);
+}
