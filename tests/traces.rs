@@ -159,6 +159,15 @@ async fn complete_is_one_trace(app: &TestApp, psp: &str, token: &str) {
     assert!(descends_from(charge, root_id, &trace));
     assert_eq!(attribute(charge, "psp").as_deref(), Some(psp));
     assert_eq!(attribute(charge, "outcome").as_deref(), Some("succeeded"));
+    // The request id on every span of the request, not only on its root.
+    for span in &trace {
+        assert_eq!(
+            attribute(span, "request_id").as_deref(),
+            Some(complete_id.as_str()),
+            "{}",
+            span.name
+        );
+    }
     // Nothing of the buyer or the payment credential on any span.
     for span in &trace {
         for kv in &span.attributes {

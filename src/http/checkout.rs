@@ -225,9 +225,9 @@ async fn complete(
     let saga = state
         .tasks
         // The saga stays inside the request's span (for logs and traces) though it runs as its own task.
-        .spawn(tracing::Instrument::in_current_span(async move {
-            checkout.complete(&pool, &complete_call).await
-        }));
+        .spawn(crate::observability::carry_request_id(
+            tracing::Instrument::in_current_span(async move { checkout.complete(&pool, &complete_call).await }),
+        ));
     match saga.await {
         Ok(answer) => Ok(into_response(
             answer.map_err(|e| ApiError::from(e).for_version(adapter))?,

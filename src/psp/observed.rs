@@ -24,6 +24,7 @@ where
         otel.kind = "client",
         psp,
         operation,
+        request_id = crate::observability::current_request_id(),
         outcome = tracing::field::Empty,
     );
     let started = Instant::now();
