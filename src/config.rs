@@ -1131,9 +1131,14 @@ impl RawSettings {
         if self.otel_service_name.trim().is_empty() {
             return Err(ConfigError::new("otel_service_name", "must not be empty"));
         }
+        let endpoint = parse_http_url("otel_endpoint", &self.otel_endpoint)?;
+        // Settings are printed in `Debug` output and the endpoint is logged: it must not hold a secret.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(ConfigError::new("otel_endpoint", "must not carry credentials"));
+        }
         let otel = crate::observability::traces::OtelSettings {
             enabled: self.otel_enabled,
-            endpoint: parse_http_url("otel_endpoint", &self.otel_endpoint)?,
+            endpoint,
             service_name: self.otel_service_name.clone(),
             sample_ratio: self.otel_sample_ratio,
             export_timeout: Duration::from_millis(self.otel_export_timeout_ms),
@@ -1515,5 +1520,32 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("sk_live_abc");
         assert!(!format!("{s:?} {s}").contains("sk_live_abc"));
+    }
+    // Metrics and traces (issue 13).
+    #[test]
+    fn observability_settings_name_their_variables() {
+        let s = dev(&[]).expect("valid");
+        assert!(s.metrics_addr.is_none() && !s.otel.enabled);
+        assert_eq!(s.otel.endpoint.as_str(), "http://127.0.0.1:4318/v1/traces");
+        let s = dev(&[("metrics_addr", "127.0.0.1:9464"), ("otel_sample_ratio", "0.25")]).expect("valid");
+        assert_eq!(s.metrics_addr.map(|a| a.port()), Some(9464));
+        assert!((s.otel.sample_ratio - 0.25).abs() < f64::EPSILON);
+        let cases = [
+            ("metrics_addr", "nowhere", "ACP_METRICS_ADDR"),
+            ("otel_sample_ratio", "1.5", "ACP_OTEL_SAMPLE_RATIO"),
+            ("otel_endpoint", "ftp://collector", "ACP_OTEL_ENDPOINT"),
+            (
+                "otel_endpoint",
+                "https://user:pw@collector/v1/traces",
+                "ACP_OTEL_ENDPOINT",
+            ),
+            ("otel_export_timeout_ms", "0", "ACP_OTEL_EXPORT_TIMEOUT_MS"),
+            ("otel_service_name", " ", "ACP_OTEL_SERVICE_NAME"),
+        ];
+        for (key, value, variable) in cases {
+            let err = dev(&[(key, value)]).unwrap_err();
+            assert_eq!(err.setting, variable, "{key}={value}: {err}");
+            assert!(!err.to_string().contains("pw@"), "credentials are never printed: {err}");
+        }
     }
 }
