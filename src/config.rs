@@ -112,6 +112,13 @@ const KEYS: &[&str] = &[
     "order_page_url_template",
     "support_email",
     "support_url",
+    // Metrics and traces (issue 13).
+    "metrics_addr",
+    "otel_enabled",
+    "otel_endpoint",
+    "otel_service_name",
+    "otel_sample_ratio",
+    "otel_export_timeout_ms",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -392,6 +399,14 @@ struct RawSettings {
     support_email: String,
     #[serde(deserialize_with = "lenient_string")]
     support_url: String,
+    // Metrics and traces (issue 13).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    metrics_addr: Option<String>,
+    otel_enabled: bool,
+    otel_endpoint: String,
+    otel_service_name: String,
+    otel_sample_ratio: f64,
+    otel_export_timeout_ms: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -473,6 +488,10 @@ pub struct Settings {
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// A second, unauthenticated listener serving only `GET /metrics` (`ACP_METRICS_ADDR`); none when empty.
+    pub metrics_addr: Option<SocketAddr>,
+    /// OpenTelemetry trace export (`ACP_OTEL_*`).
+    pub otel: crate::observability::traces::OtelSettings,
     /// The buyer's order page: token key, the merchant's own page, support contacts (issue 13).
     pub order_page: crate::order_page::OrderPageSettings,
     /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
@@ -605,6 +624,7 @@ impl RawSettings {
             production,
         )
         .map_err(|(key, problem)| ConfigError::new(key, problem))?;
+        let (metrics_addr, otel) = self.observability_settings()?;
         let listen_addr = parse_listen_addr(&self.listen_addr)?;
         let public_base_url = parse_http_url("public_base_url", &self.public_base_url)?;
         let stripe_api_base = parse_http_url("stripe_api_base", &self.stripe_api_base)?;
@@ -801,6 +821,8 @@ impl RawSettings {
             required_interventions,
             discovery,
             order_page,
+            metrics_addr,
+            otel,
         };
         if production {
             check_production(&settings)?;
@@ -1153,6 +1175,38 @@ impl RawSettings {
 }
 
 impl RawSettings {
+    /// The metrics listener and the trace export (issue 13).
+    fn observability_settings(
+        &self,
+    ) -> Result<(Option<SocketAddr>, crate::observability::traces::OtelSettings), ConfigError> {
+        let metrics_addr = match self.metrics_addr.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            Some(value) => Some(value.parse().map_err(|_| {
+                ConfigError::new("metrics_addr", format!("`{value}` is not a socket address (host:port)"))
+            })?),
+            None => None,
+        };
+        if !(0.0..=1.0).contains(&self.otel_sample_ratio) {
+            return Err(ConfigError::new("otel_sample_ratio", "must be between 0 and 1"));
+        }
+        check_positive("otel_export_timeout_ms", self.otel_export_timeout_ms)?;
+        if self.otel_service_name.trim().is_empty() {
+            return Err(ConfigError::new("otel_service_name", "must not be empty"));
+        }
+        let endpoint = parse_http_url("otel_endpoint", &self.otel_endpoint)?;
+        // Settings are printed in `Debug` output and the endpoint is logged: it must not hold a secret.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(ConfigError::new("otel_endpoint", "must not carry credentials"));
+        }
+        let otel = crate::observability::traces::OtelSettings {
+            enabled: self.otel_enabled,
+            endpoint,
+            service_name: self.otel_service_name.clone(),
+            sample_ratio: self.otel_sample_ratio,
+            export_timeout: Duration::from_millis(self.otel_export_timeout_ms),
+        };
+        Ok((metrics_addr, otel))
+    }
+
     fn discovery_settings(&self) -> Result<DiscoverySettings, ConfigError> {
         let documentation_url = match self.documentation_url.trim() {
             "" => None,
@@ -1635,5 +1689,33 @@ mod tests {
         assert!(dev(&[("order_page_url_template", template)]).is_ok());
         let err = dev(&[("support_email", "nobody")]).unwrap_err();
         assert_eq!(err.setting, "ACP_SUPPORT_EMAIL");
+    }
+
+    // Metrics and traces (issue 13).
+    #[test]
+    fn observability_settings_name_their_variables() {
+        let s = dev(&[]).expect("valid");
+        assert!(s.metrics_addr.is_none() && !s.otel.enabled);
+        assert_eq!(s.otel.endpoint.as_str(), "http://127.0.0.1:4318/v1/traces");
+        let s = dev(&[("metrics_addr", "127.0.0.1:9464"), ("otel_sample_ratio", "0.25")]).expect("valid");
+        assert_eq!(s.metrics_addr.map(|a| a.port()), Some(9464));
+        assert!((s.otel.sample_ratio - 0.25).abs() < f64::EPSILON);
+        let cases = [
+            ("metrics_addr", "nowhere", "ACP_METRICS_ADDR"),
+            ("otel_sample_ratio", "1.5", "ACP_OTEL_SAMPLE_RATIO"),
+            ("otel_endpoint", "ftp://collector", "ACP_OTEL_ENDPOINT"),
+            (
+                "otel_endpoint",
+                "https://user:pw@collector/v1/traces",
+                "ACP_OTEL_ENDPOINT",
+            ),
+            ("otel_export_timeout_ms", "0", "ACP_OTEL_EXPORT_TIMEOUT_MS"),
+            ("otel_service_name", " ", "ACP_OTEL_SERVICE_NAME"),
+        ];
+        for (key, value, variable) in cases {
+            let err = dev(&[(key, value)]).unwrap_err();
+            assert_eq!(err.setting, variable, "{key}={value}: {err}");
+            assert!(!err.to_string().contains("pw@"), "credentials are never printed: {err}");
+        }
     }
 }

@@ -39,3 +39,5 @@ pub mod tls;
 pub mod analytics;
 // Issue 13: the buyer's order page.
 pub mod order_page;
+// Issue 13: Prometheus metrics and OpenTelemetry traces.
+pub mod observability;

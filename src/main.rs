@@ -198,7 +198,19 @@ fn fail(context: &str, error: impl std::fmt::Display) -> u8 {
 }
 
 async fn serve(settings: Settings) -> Outcome {
-    telemetry::init(settings.log_format, &settings.log_level);
+    let traces = telemetry::init_with_traces(settings.log_format, &settings.log_level, &settings.otel);
+    let served = serve_app(settings).await;
+    if let Some(provider) = traces {
+        // Sends the last batch of spans; the exporter blocks this thread, so it runs off the async workers.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            eprintln!("acp-merchant: the last traces could not be exported");
+        }
+    }
+    served
+}
+
+async fn serve_app(settings: Settings) -> Outcome {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let app = Application::build(settings, shutdown).await.map_err(|e| match e {

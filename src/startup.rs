@@ -150,6 +150,8 @@ pub struct Application {
     webhook_worker: Option<WorkerConfig>,
     /// The certificate presented when serving HTTPS natively (`ACP_TLS_CERT` / `ACP_TLS_KEY`).
     tls: Option<Arc<crate::tls::ReloadingCert>>,
+    /// The unauthenticated metrics listener (`ACP_METRICS_ADDR`), when configured.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -164,6 +166,15 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        crate::observability::metrics::install();
         let simulator = (settings.psp == PspKind::Simulator).then(|| Simulator::new(db.clone()));
         let checkout = checkout(&settings, simulator.clone())?;
         let settings_versions = settings.api_versions.clone();
@@ -191,7 +202,13 @@ impl Application {
             state,
             webhook_worker,
             tls,
+            metrics_listener,
         })
+    }
+
+    /// The bound address of the metrics listener, when `ACP_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -211,6 +228,7 @@ impl Application {
             state,
             webhook_worker,
             tls,
+            metrics_listener,
         } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
@@ -239,6 +257,13 @@ impl Application {
             state.settings.reconcile_interval,
             shutdown.clone(),
         ));
+        if let Some(listener) = metrics_listener {
+            workers.spawn(http::metrics::serve_standalone(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
         let grace = state.settings.shutdown_timeout;
         let handshake_timeout = state.settings.tls_handshake_timeout;
         let pool = state.db.clone();

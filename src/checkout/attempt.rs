@@ -168,6 +168,7 @@ fn lease_ms(lease: Duration) -> f64 {
 }
 
 /// Inserts a `started` attempt run by `runner`, in the transaction that reserves the stock.
+#[tracing::instrument(name = "db.payment_attempt.insert", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub async fn insert(conn: &mut PgConnection, a: &NewAttempt<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into payment_attempt (payment_attempt_id, checkout_session_id, attempt_number, psp_idempotency_key,

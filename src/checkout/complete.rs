@@ -103,6 +103,7 @@ impl Checkout {
     }
 
     /// Phase 1 (see the module docs).
+    #[tracing::instrument(name = "db.complete.begin", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
     async fn begin(&self, pool: &PgPool, call: &CompleteCall, runner: Uuid) -> Result<Begun, CheckoutError> {
         let now = Utc::now();
         let input = &call.input;

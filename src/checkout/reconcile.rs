@@ -91,13 +91,14 @@ impl Checkout {
         let resolution = self.ask(&found).await;
         drop(heartbeat);
         let settled = self.settle(pool, id, Writer::Runner(runner), &resolution, None).await?;
-        let outcome = match &resolution {
-            Resolution::Charged { .. } => "charged: order created",
-            Resolution::Declined { .. } => "declined: session reopened",
-            Resolution::RequiresAction { .. } => "waiting for 3-D Secure",
-            Resolution::NoCharge { .. } => "not charged: stock released, session reopened",
-            Resolution::Unknown { .. } => "still unknown: asked again later",
+        let (outcome, label) = match &resolution {
+            Resolution::Charged { .. } => ("charged: order created", "charged"),
+            Resolution::Declined { .. } => ("declined: session reopened", "declined"),
+            Resolution::RequiresAction { .. } => ("waiting for 3-D Secure", "requires_action"),
+            Resolution::NoCharge { .. } => ("not charged: stock released, session reopened", "no_charge"),
+            Resolution::Unknown { .. } => ("still unknown: asked again later", "unknown"),
         };
+        crate::observability::metrics::record_reconciler_resolution(label);
         tracing::info!(
             checkout_session_id = %session_id,
             payment_attempt_id = %id,

@@ -506,6 +506,7 @@ pub(super) fn item_ids(items: &[RequestedItem]) -> Vec<String> {
 }
 
 /// Loads the catalog rows for `items`, refusing the first unknown id.
+#[tracing::instrument(name = "db.catalog.load", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 async fn load_catalog(
     conn: &mut PgConnection,
     items: &[RequestedItem],
@@ -540,6 +541,7 @@ pub(super) fn expire_if_due(session: &mut Session, now: DateTime<Utc>) -> bool {
     due
 }
 
+#[tracing::instrument(name = "db.checkout_session.load", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub(super) async fn load(
     conn: &mut PgConnection,
     agent_id: &str,
@@ -559,6 +561,7 @@ pub(super) async fn load(
     row.map(|Json(s)| s).ok_or(CheckoutError::NotFound)
 }
 
+#[tracing::instrument(name = "db.checkout_session.load", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub(super) async fn load_any(conn: &mut PgConnection, id: &str) -> Result<Session, CheckoutError> {
     let row: Option<Json<Session>> =
         sqlx::query_scalar("select state from checkout_session where checkout_session_id = $1 for update")
@@ -568,6 +571,7 @@ pub(super) async fn load_any(conn: &mut PgConnection, id: &str) -> Result<Sessio
     row.map(|Json(s)| s).ok_or(CheckoutError::NotFound)
 }
 
+#[tracing::instrument(name = "db.checkout_session.insert", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into checkout_session (checkout_session_id, agent_id, api_version, status, currency, state,
@@ -588,6 +592,7 @@ async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error>
     Ok(())
 }
 
+#[tracing::instrument(name = "db.checkout_session.save", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub(super) async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
     sqlx::query("update checkout_session set status = $2, state = $3, updated_at = $4 where checkout_session_id = $1")
         .bind(&s.id)

@@ -92,6 +92,7 @@ impl Checkout {
 
     /// Applies `resolution` to the attempt in one transaction (see the module docs). `own_claim` is the calling
     /// request's idempotency claim, marked finished when its record was among those answered.
+    #[tracing::instrument(name = "db.payment.settle", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
     pub async fn settle(
         &self,
         pool: &PgPool,

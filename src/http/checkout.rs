@@ -228,7 +228,10 @@ async fn complete(
     let pool = state.db.clone();
     let saga = state
         .tasks
-        .spawn(async move { checkout.complete(&pool, &complete_call).await });
+        // The saga stays inside the request's span (for logs and traces) though it runs as its own task.
+        .spawn(crate::observability::carry_request_id(
+            tracing::Instrument::in_current_span(async move { checkout.complete(&pool, &complete_call).await }),
+        ));
     match saga.await {
         Ok(answer) => Ok(into_response(
             answer.map_err(|e| ApiError::from(e).for_version(adapter))?,

@@ -196,14 +196,19 @@ async fn claim_and_run(
     let claim = match begun {
         Begin::Proceed(claim) => claim,
         Begin::Replay(stored) => {
+            crate::observability::metrics::record_idempotent_replay();
             let mut response = into_response(stored);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
-        Begin::InFlight { retry_after_secs } => return Err(versioned(in_flight(retry_after_secs), version)),
+        Begin::InFlight { retry_after_secs } => {
+            crate::observability::metrics::record_idempotency_conflict("in_flight");
+            return Err(versioned(in_flight(retry_after_secs), version));
+        }
         Begin::Conflict => {
+            crate::observability::metrics::record_idempotency_conflict("body_mismatch");
             let conflict = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_conflict",

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotent;
 pub mod limits;
+pub mod metrics;
 pub mod order_page;
 pub mod request_id;
 pub mod signed;
@@ -72,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_analytics::router(&state))
         .merge(discovery::router(&state))
         // Issue 13: the buyer's order page.
-        .merge(order_page::router());
+        .merge(order_page::router())
+        .merge(metrics::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }
@@ -81,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), limits::edge))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::observability::metrics::track_requests,
+        ))
         .layer(middleware::from_fn(request_id::trace_requests))
         .with_state(state)
 }

@@ -41,7 +41,8 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
 
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response =
+        crate::observability::with_request_id(request_id.clone(), next.run(request).instrument(span.clone())).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // The ids are repeated on the event itself so each request's line is self-contained for log search.

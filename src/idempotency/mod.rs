@@ -173,6 +173,7 @@ const EXPIRED: &str = "expires_at <= now()
           and a.state in ('started', 'indeterminate')))";
 
 /// Claims the record for `scope`, or says why the request must not run now.
+#[tracing::instrument(name = "db.idempotency.begin", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub async fn begin(
     pool: &PgPool,
     scope: &Scope,
@@ -316,6 +317,7 @@ impl Claim {
     }
 
     /// Stores the response and marks the record finished, in the caller's (business) transaction.
+    #[tracing::instrument(name = "db.idempotency.finish", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
     pub async fn finish(&self, conn: &mut PgConnection, response: &StoredResponse) -> Result<(), IdempotencyError> {
         let headers = serde_json::to_value(&response.headers).unwrap_or_default();
         let updated = scoped(

@@ -8,6 +8,7 @@ use sqlx::{PgConnection, types::Json};
 
 use model::Order;
 
+#[tracing::instrument(name = "db.order.insert", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
 pub async fn insert(conn: &mut PgConnection, order: &Order) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into merchant_order (order_id, checkout_session_id, agent_id, status, currency, total_amount,

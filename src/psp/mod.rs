@@ -11,6 +11,7 @@
 //!   parameter or API version). No charge was made; it is a merchant-side fault, never shown as a decline.
 //! - [`PspError::NotSent`]: the request never left (no connection could be opened). No charge was made.
 
+pub mod observed;
 pub mod simulator;
 pub mod stripe;
 pub mod stripe_signature;
@@ -231,38 +232,53 @@ impl Psp {
 
 impl PaymentProvider for Psp {
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, PspError> {
-        match self {
-            Self::Simulator(p) => p.charge(request).await,
-            Self::Stripe(p) => p.charge(request).await,
-        }
+        observed::observe(self.name(), "charge", observed::charge_outcome, async {
+            match self {
+                Self::Simulator(p) => p.charge(request).await,
+                Self::Stripe(p) => p.charge(request).await,
+            }
+        })
+        .await
     }
 
     async fn lookup(&self, attempt_id: &str, payment_id: Option<&str>) -> Result<Lookup, PspError> {
-        match self {
-            Self::Simulator(p) => p.lookup(attempt_id, payment_id).await,
-            Self::Stripe(p) => p.lookup(attempt_id, payment_id).await,
-        }
+        observed::observe(self.name(), "lookup", observed::answer_outcome, async {
+            match self {
+                Self::Simulator(p) => p.lookup(attempt_id, payment_id).await,
+                Self::Stripe(p) => p.lookup(attempt_id, payment_id).await,
+            }
+        })
+        .await
     }
 
     async fn capture(&self, payment_id: &str, amount: i64, key: &str) -> Result<(), PspError> {
-        match self {
-            Self::Simulator(p) => p.capture(payment_id, amount, key).await,
-            Self::Stripe(p) => p.capture(payment_id, amount, key).await,
-        }
+        observed::observe(self.name(), "capture", observed::answer_outcome, async {
+            match self {
+                Self::Simulator(p) => p.capture(payment_id, amount, key).await,
+                Self::Stripe(p) => p.capture(payment_id, amount, key).await,
+            }
+        })
+        .await
     }
 
     async fn cancel(&self, payment_id: &str, key: &str) -> Result<CancelOutcome, PspError> {
-        match self {
-            Self::Simulator(p) => p.cancel(payment_id, key).await,
-            Self::Stripe(p) => p.cancel(payment_id, key).await,
-        }
+        observed::observe(self.name(), "cancel", observed::answer_outcome, async {
+            match self {
+                Self::Simulator(p) => p.cancel(payment_id, key).await,
+                Self::Stripe(p) => p.cancel(payment_id, key).await,
+            }
+        })
+        .await
     }
 
     async fn refund(&self, payment_id: &str, amount: i64, key: &str) -> Result<RefundOutcome, PspError> {
-        match self {
-            Self::Simulator(p) => p.refund(payment_id, amount, key).await,
-            Self::Stripe(p) => p.refund(payment_id, amount, key).await,
-        }
+        observed::observe(self.name(), "refund", observed::answer_outcome, async {
+            match self {
+                Self::Simulator(p) => p.refund(payment_id, amount, key).await,
+                Self::Stripe(p) => p.refund(payment_id, amount, key).await,
+            }
+        })
+        .await
     }
 }
 

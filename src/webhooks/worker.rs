@@ -155,6 +155,8 @@ pub async fn deliver_one(pool: &PgPool, config: &WorkerConfig) -> Result<bool, s
     let next = Outcome::of(&attempt.result, attempts + 1, client_errors, age, config);
     apply(&mut tx, event_id, &next, &attempt).await?;
     tx.commit().await?;
+    let elapsed = std::time::Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0));
+    crate::observability::metrics::record_webhook_delivery(next.label(), elapsed);
     tracing::info!(
         %event_id, %order_id, event_type, attempt = attempts + 1, outcome = next.label(),
         status = attempt.result.as_ref().ok().map(|a| a.status), duration_ms = attempt.duration_ms,

@@ -196,6 +196,9 @@ pub struct TestApp {
     pub db: PgPool,
     /// The running app's own state (its pool, its checkout use cases), for tests that drive it directly.
     pub state: acp_merchant::http::AppState,
+    /// The unauthenticated metrics listener, when the test set `metrics_addr` (issue 13).
+    #[allow(dead_code)] // used by the metrics tests
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     // Declared last: dropped after the pool handle above.
     _database: TestDb,
@@ -267,11 +270,13 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let shutdown = CancellationToken::new();
     let app = Application::build(settings, shutdown.clone()).await.expect("build app");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
         state,
+        metrics_addr,
         client: http_client(),
         db: database.pool().await,
         shutdown,

@@ -14,6 +14,7 @@ mod hostile_input;
 mod idempotency;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod negotiation;
 mod official;
 mod own_openapi;
