@@ -112,6 +112,8 @@ const KEYS: &[&str] = &[
     "order_page_url_template",
     "support_email",
     "support_url",
+    // The merchant dashboard (issue 13).
+    "dashboard_session_ttl_secs",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -392,6 +394,8 @@ struct RawSettings {
     support_email: String,
     #[serde(deserialize_with = "lenient_string")]
     support_url: String,
+    // The merchant dashboard (issue 13).
+    dashboard_session_ttl_secs: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -475,6 +479,8 @@ pub struct Settings {
     pub rate_limits: crate::rate_limit::RateLimitSettings,
     /// The buyer's order page: token key, the merchant's own page, support contacts (issue 13).
     pub order_page: crate::order_page::OrderPageSettings,
+    /// How long a dashboard login cookie stays valid (`ACP_DASHBOARD_SESSION_TTL_SECS`).
+    pub dashboard_session_ttl: Duration,
     /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
     pub required_interventions: Vec<String>,
     /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
@@ -801,6 +807,7 @@ impl RawSettings {
             required_interventions,
             discovery,
             order_page,
+            dashboard_session_ttl: Duration::from_secs(self.dashboard_session_ttl_secs),
         };
         if production {
             check_production(&settings)?;

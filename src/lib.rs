@@ -39,3 +39,5 @@ pub mod tls;
 pub mod analytics;
 // Issue 13: the buyer's order page.
 pub mod order_page;
+// The merchant dashboard (issue 13).
+pub mod dashboard;
