@@ -1643,4 +1643,13 @@ mod tests {
         let err = dev(&[("support_email", "nobody")]).unwrap_err();
         assert_eq!(err.setting, "ACP_SUPPORT_EMAIL");
     }
+
+    #[test]
+    fn the_dashboard_session_lifetime_defaults_to_twelve_hours_and_must_be_positive() {
+        assert_eq!(dev(&[]).unwrap().dashboard_session_ttl, Duration::from_secs(43_200));
+        let s = dev(&[("dashboard_session_ttl_secs", "900")]).unwrap();
+        assert_eq!(s.dashboard_session_ttl, Duration::from_secs(900));
+        let err = dev(&[("dashboard_session_ttl_secs", "0")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_DASHBOARD_SESSION_TTL_SECS");
+    }
 }
