@@ -644,6 +644,7 @@ impl RawSettings {
         check_positive("idempotency_lease_ms", self.idempotency_lease_ms)?;
         check_positive("idempotency_retention_secs", self.idempotency_retention_secs)?;
         check_positive("idempotency_sweep_interval_ms", self.idempotency_sweep_interval_ms)?;
+        check_positive("dashboard_session_ttl_secs", self.dashboard_session_ttl_secs)?;
         check_positive("idempotency_heartbeat_ms", self.idempotency_heartbeat_ms)?;
         if self.idempotency_heartbeat_ms.saturating_mul(2) >= self.idempotency_lease_ms {
             return Err(ConfigError::new(
