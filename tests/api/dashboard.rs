@@ -80,6 +80,23 @@ async fn the_admin_bearer_opens_the_dashboard_and_an_agent_key_or_nobody_does_no
         assert!(!body.contains(external), "{external} in the page");
     }
 
+    // Without from/to: the 30 days up to now.
+    let attr = |id: &str| -> DateTime<Utc> {
+        let marker = format!("id=\"{id}\" datetime=\"");
+        let start = body.find(&marker).unwrap() + marker.len();
+        body[start..].split('"').next().unwrap().parse().unwrap()
+    };
+    let (from, to) = (attr("period-from"), attr("period-to"));
+    assert_eq!(to - from, Duration::days(30));
+    assert!((Utc::now() - to).num_seconds().abs() < 60, "{to}");
+    let r = app
+        .admin(Method::GET, "/admin/dashboard?from=yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["param"], "from");
+
     // An agent key is a wrong bearer: the admin API's 401, never the page.
     let r = client()
         .get(app.url("/admin/dashboard"))
@@ -254,6 +271,13 @@ async fn cross_site_login_posts_are_refused() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
         assert!(r.headers().get(reqwest::header::SET_COOKIE).is_none());
     }
+    let r = client()
+        .post(app.url("/admin/logout"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a cross-site logout is refused too");
     // The same origin (what a browser sends from the login form) is fine.
     let r = client()
         .post(app.url("/admin/login"))
