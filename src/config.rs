@@ -119,6 +119,8 @@ const KEYS: &[&str] = &[
     "otel_service_name",
     "otel_sample_ratio",
     "otel_export_timeout_ms",
+    // The merchant dashboard (issue 13).
+    "dashboard_session_ttl_secs",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -407,6 +409,8 @@ struct RawSettings {
     otel_service_name: String,
     otel_sample_ratio: f64,
     otel_export_timeout_ms: u64,
+    // The merchant dashboard (issue 13).
+    dashboard_session_ttl_secs: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -494,6 +498,8 @@ pub struct Settings {
     pub otel: crate::observability::traces::OtelSettings,
     /// The buyer's order page: token key, the merchant's own page, support contacts (issue 13).
     pub order_page: crate::order_page::OrderPageSettings,
+    /// How long a dashboard login cookie stays valid (`ACP_DASHBOARD_SESSION_TTL_SECS`).
+    pub dashboard_session_ttl: Duration,
     /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
     pub required_interventions: Vec<String>,
     /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
@@ -658,6 +664,7 @@ impl RawSettings {
         check_positive("idempotency_lease_ms", self.idempotency_lease_ms)?;
         check_positive("idempotency_retention_secs", self.idempotency_retention_secs)?;
         check_positive("idempotency_sweep_interval_ms", self.idempotency_sweep_interval_ms)?;
+        check_positive("dashboard_session_ttl_secs", self.dashboard_session_ttl_secs)?;
         check_positive("idempotency_heartbeat_ms", self.idempotency_heartbeat_ms)?;
         if self.idempotency_heartbeat_ms.saturating_mul(2) >= self.idempotency_lease_ms {
             return Err(ConfigError::new(
@@ -823,6 +830,7 @@ impl RawSettings {
             order_page,
             metrics_addr,
             otel,
+            dashboard_session_ttl: Duration::from_secs(self.dashboard_session_ttl_secs),
         };
         if production {
             check_production(&settings)?;
@@ -1717,5 +1725,14 @@ mod tests {
             assert_eq!(err.setting, variable, "{key}={value}: {err}");
             assert!(!err.to_string().contains("pw@"), "credentials are never printed: {err}");
         }
+    }
+
+    #[test]
+    fn the_dashboard_session_lifetime_defaults_to_twelve_hours_and_must_be_positive() {
+        assert_eq!(dev(&[]).unwrap().dashboard_session_ttl, Duration::from_secs(43_200));
+        let s = dev(&[("dashboard_session_ttl_secs", "900")]).unwrap();
+        assert_eq!(s.dashboard_session_ttl, Duration::from_secs(900));
+        let err = dev(&[("dashboard_session_ttl_secs", "0")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_DASHBOARD_SESSION_TTL_SECS");
     }
 }

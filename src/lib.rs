@@ -41,3 +41,5 @@ pub mod analytics;
 pub mod order_page;
 // Issue 13: Prometheus metrics and OpenTelemetry traces.
 pub mod observability;
+// The merchant dashboard (issue 13).
+pub mod dashboard;

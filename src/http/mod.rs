@@ -6,6 +6,8 @@ pub mod admin_analytics;
 pub mod admin_orders;
 pub mod admin_rate_limit;
 pub mod checkout;
+// The merchant dashboard and its login (issue 13).
+pub mod dashboard;
 pub mod discovery;
 pub mod extract;
 pub mod health;
@@ -74,7 +76,9 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery::router(&state))
         // Issue 13: the buyer's order page.
         .merge(order_page::router())
-        .merge(metrics::router());
+        .merge(metrics::router())
+        // Issue 13: the merchant dashboard.
+        .merge(dashboard::router());
     if state.settings.debug_routes {
         router = router.route("/debug/sleep", get(debug_sleep));
     }

@@ -1,4 +1,4 @@
-//! Headless Chromium for the HTML pages (the order page; the admin dashboard later), driven without DevTools:
+//! Headless Chromium for the HTML pages (the order page, the admin dashboard), driven without DevTools:
 //! `chromium --headless --dump-dom URL` for the rendered DOM and `--screenshot=PATH --window-size=1280,2000 URL`
 //! for a picture kept as a test artifact in `target/test-artifacts/<name>.png`.
 //!

@@ -41,3 +41,5 @@ mod webhooks;
 mod browser;
 mod compose;
 mod order_page;
+// Issue 13: the merchant dashboard.
+mod dashboard;
