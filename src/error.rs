@@ -163,6 +163,9 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    metrics::counter!(crate::observability::metrics::DB_POOL_ACQUIRE_TIMEOUTS).increment(1);
+                }
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("The service is temporarily unavailable; retry later").with_retry_after(1)
             }
@@ -176,5 +179,26 @@ impl From<sqlx::Error> for ApiError {
                 Self::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_timeout_is_a_503_and_is_counted() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let status = metrics::with_local_recorder(&recorder, || {
+            let _ = ApiError::from(sqlx::Error::Io(std::io::Error::other("reset")));
+            ApiError::from(sqlx::Error::PoolTimedOut).into_response().status()
+        });
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let text = handle.render();
+        assert!(
+            text.contains("acp_db_pool_acquire_timeouts_total 1"),
+            "only the pool timeout counts: {text}"
+        );
     }
 }

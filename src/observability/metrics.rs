@@ -31,6 +31,9 @@ pub const IDEMPOTENCY_CONFLICTS: &str = "acp_idempotency_conflicts_total";
 pub const RECONCILER_RESOLUTIONS: &str = "acp_reconciler_resolutions_total";
 pub const DB_POOL_CONNECTIONS: &str = "acp_db_pool_connections";
 pub const DB_POOL_MAX: &str = "acp_db_pool_max_connections";
+/// Requests that waited for a pooled connection past `ACP_DB_ACQUIRE_TIMEOUT_MS` (sqlx does not expose how many
+/// tasks are waiting right now; this counts the waits that ended badly).
+pub const DB_POOL_ACQUIRE_TIMEOUTS: &str = "acp_db_pool_acquire_timeouts_total";
 
 /// Latency buckets (seconds) shared by every `_duration_seconds` histogram: 5 ms to 30 s, which covers a cache
 /// hit as well as a PSP call at its worst.
@@ -92,6 +95,10 @@ fn describe() {
         "Database pool connections, by state (in_use, idle)"
     );
     metrics::describe_gauge!(DB_POOL_MAX, "Largest size the database pool may grow to");
+    metrics::describe_counter!(
+        DB_POOL_ACQUIRE_TIMEOUTS,
+        "Requests that gave up waiting for a pooled database connection"
+    );
 }
 
 /// A bounded method label.
