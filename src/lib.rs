@@ -17,6 +17,7 @@ pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod html;
 pub mod http;
 pub mod idempotency;
 pub mod input_limits;

@@ -4,10 +4,8 @@
 
 use std::fmt::Write as _;
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 
 use super::{Dashboard, RecentOrder, WebhookHealth};
 use crate::{
@@ -23,13 +21,8 @@ border-bottom:1px solid #ddd}td.n,th.n{text-align:right}.kpis{display:flex;flex-
 svg{background:#fff;max-width:100%}.bar{fill:#2f6f4f}.lost{fill:#b5523b}.axis{stroke:#999}\
 svg text{font-size:12px;fill:#1d1d1b}form.inline{display:inline}.muted{color:#666}";
 
-/// `Content-Security-Policy` of the dashboard and login pages: the one stylesheet, forms posting to this origin.
 pub fn content_security_policy() -> String {
-    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'none'; base-uri 'none'; form-action 'self'; \
-         frame-ancestors 'none'"
-    )
+    crate::html::content_security_policy(STYLE, "'self'")
 }
 
 /// A rate of the analytics API (`"0.6667"`) as a percentage (`"66.67%"`); `—` when it is undefined.
@@ -44,13 +37,7 @@ fn date(at: &DateTime<Utc>) -> String {
 }
 
 fn document(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head>\
-         <body><main>{body}</main></body></html>",
-        escape(title)
-    )
+    crate::html::document(title, STYLE, body)
 }
 
 /// The login form; `failed` adds a message that says no more than that the sign-in failed.

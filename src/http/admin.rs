@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{
     AppState,
-    extract::{parse_value, read_json, secrets_equal},
+    extract::{parse_value, read_json, read_required_json, secrets_equal},
 };
 use crate::{
     catalog::{self, CatalogError},
@@ -146,9 +146,7 @@ fn check_webhook_url(state: &AppState, raw: &str) -> Result<(), ApiError> {
 
 /// Registers an agent and returns its API key, the only time the key is ever shown (only its SHA-256 is kept).
 async fn create_agent(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let input: AgentIn = parse_value(body)?;
     let name = input.name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -232,9 +230,7 @@ async fn put_webhook_version(
     super::limits::ResourceId(id): super::limits::ResourceId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let WebhookVersionIn { api_version } = parse_value(body)?;
     if let Some(v) = &api_version
         && crate::protocol::adapter(v).is_none()
@@ -393,9 +389,7 @@ struct RuleSettings {
 
 /// Sets the merchant-wide tax settings (currency, inclusive prices, rounding mode and level).
 async fn put_rule_settings(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let settings: RuleSettings = parse_value(body)?;
     let version = modify_rules(&state, |rules| {
         rules["currency"] = json!(settings.currency);

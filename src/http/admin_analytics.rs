@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{
     AppState,
     admin::Admin,
-    extract::{ENV_AGENT_ID, parse_value, read_json},
+    extract::{ENV_AGENT_ID, parse_value, read_required_json},
     idempotent,
     limits::ResourceId,
 };
@@ -152,9 +152,7 @@ fn next_link(params: &HashMap<String, String>, cursor: &str) -> String {
 }
 
 async fn record_cost(State(state): State<AppState>, _: Admin, request: Request) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let cost: NewCost = parse_value(body)?;
     let stored = costs::record(&state.db, &cost).await?;
     Ok((
@@ -187,9 +185,7 @@ async fn put_channel(
     ResourceId(id): ResourceId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let ChannelIn { channel_id } = parse_value(body)?;
     if !valid_channel(&channel_id) {
         return Err(bad(

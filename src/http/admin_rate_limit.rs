@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{
     AppState,
     admin::Admin,
-    extract::{parse_value, read_json},
+    extract::{parse_value, read_required_json},
     limits::ResourceId,
 };
 use crate::{error::ApiError, rate_limit::Rate};
@@ -64,9 +64,7 @@ async fn put_rate_limit(
     ResourceId(id): ResourceId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let rate = requested_rate(parse_value(body)?)?;
     crate::rate_limit::store_override(&state.db, &id, rate).await?;
     state.rate_limits.set_override(&id, rate);

@@ -176,24 +176,6 @@ fn redirect(location: &'static str, cookie: HeaderValue) -> Response {
         .into_response()
 }
 
-/// Every page: not cached (it shows the merchant's figures), no referrer, nothing but its own stylesheet and forms.
 fn html(status: StatusCode, body: String) -> Response {
-    let csp = HeaderValue::from_str(&page::content_security_policy())
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-            (header::CONTENT_SECURITY_POLICY, csp),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        ],
-        body,
-    )
-        .into_response()
+    crate::html::response(status, body, &page::content_security_policy())
 }

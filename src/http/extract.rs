@@ -137,6 +137,13 @@ impl FromRequestParts<AppState> for AcpCall {
 /// with a JSONPath `param`) stay distinct.
 pub struct AcpJson<T>(pub T);
 
+/// [`read_json`] for routes whose body is required: an empty body is a 400 `missing` at `$`.
+pub async fn read_required_json(request: Request, limit: usize) -> Result<serde_json::Value, ApiError> {
+    read_json(request, limit)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))
+}
+
 /// Reads the body as JSON: `Ok(None)` for an empty body.
 pub async fn read_json(request: Request, limit: usize) -> Result<Option<serde_json::Value>, ApiError> {
     let too_large = || {

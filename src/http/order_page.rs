@@ -5,8 +5,8 @@
 use axum::{
     Router,
     extract::{Path, RawQuery, State},
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::Response,
     routing::get,
 };
 
@@ -44,25 +44,6 @@ fn token(query: Option<&str>) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// Every answer of the page, found or not, carries the same headers: no caching (the URL is a credential), no
-/// referrer (it would leak the token to the links on the page), and a policy allowing only the inline stylesheet.
 fn html(status: StatusCode, body: String) -> Response {
-    let csp = HeaderValue::from_str(&page::content_security_policy())
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-            (header::CONTENT_SECURITY_POLICY, csp),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        ],
-        body,
-    )
-        .into_response()
+    crate::html::response(status, body, &page::content_security_policy())
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{
     AppState,
     admin::Admin,
-    extract::{ENV_AGENT_ID, parse_value, read_json},
+    extract::{ENV_AGENT_ID, parse_value, read_required_json},
     limits::ResourceId,
 };
 use crate::{
@@ -52,9 +52,7 @@ async fn put_signature(
     ResourceId(id): ResourceId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = read_json(request, state.settings.max_body_bytes)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing", "A JSON body is required").with_param("$"))?;
+    let body = read_required_json(request, state.settings.max_body_bytes).await?;
     let input: SignatureIn = parse_value(body)?;
     if id == ENV_AGENT_ID {
         return Err(ApiError::new(

@@ -4,10 +4,8 @@
 
 use std::fmt::Write as _;
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use reqwest::Url;
-use sha2::{Digest, Sha256};
 
 use super::OrderPageSettings;
 use crate::orders::model::{Adjustment, Fulfillment, Order};
@@ -18,30 +16,11 @@ table{width:100%;border-collapse:collapse;background:#fff}th,td{text-align:left;
 border-bottom:1px solid #ddd}td.n,th.n{text-align:right}.status{display:inline-block;padding:.2rem .6rem;\
 border-radius:1rem;background:#1d1d1b;color:#fff;font-size:.9rem}ul{padding-left:1.2rem}";
 
-/// `Content-Security-Policy` of every page this module renders: nothing but the one stylesheet above.
 pub fn content_security_policy() -> String {
-    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'none'; base-uri 'none'; form-action 'none'; \
-         frame-ancestors 'none'"
-    )
+    crate::html::content_security_policy(STYLE, "'none'")
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape;
 
 /// `1234` USD → `12.34 USD`, with the currency's ISO 4217 exponent.
 pub fn money(amount: i64, currency: &str) -> String {
@@ -89,13 +68,7 @@ pub fn render(order: &Order, settings: &OrderPageSettings, policy_links: &[(&'st
 }
 
 fn document(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head>\
-         <body><main>{body}</main></body></html>",
-        escape(title)
-    )
+    crate::html::document(title, STYLE, body)
 }
 
 fn lines(out: &mut String, order: &Order) {

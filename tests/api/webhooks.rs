@@ -51,21 +51,7 @@ fn official_webhook_schema() -> Option<Arc<jsonschema::Validator>> {
 }
 
 fn official_validator() -> Validator {
-    let schema = official_webhook_schema();
-    Arc::new(move |body: &Value| match &schema {
-        Some(v) => {
-            let errors: Vec<String> = v
-                .iter_errors(body)
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.join("; "))
-            }
-        }
-        None => Ok(()),
-    })
+    crate::shared::receiver_validator(official_webhook_schema())
 }
 
 #[test]
