@@ -95,13 +95,9 @@ impl Recorder {
     }
 }
 
+/// The email the buyer hash is made of; a blank one counts as unknown.
 fn buyer_email(session: &Session) -> Option<&str> {
-    session
-        .buyer
-        .as_ref()
-        .map(|b| b.email.as_str())
-        .or_else(|| session.fulfillment_details.as_ref().and_then(|d| d.email.as_deref()))
-        .filter(|e| !e.trim().is_empty())
+    crate::checkout::service::buyer_email(session).filter(|e| !e.trim().is_empty())
 }
 
 /// The cancel reasons an intent trace may carry (DIGEST §3.15); any other code counts as `other`.

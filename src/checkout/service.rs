@@ -420,7 +420,8 @@ fn session_currency(
         .to_ascii_lowercase()
 }
 
-fn buyer_email(session: &Session) -> Option<&str> {
+/// The buyer's email: from `buyer`, else from the fulfillment details.
+pub(crate) fn buyer_email(session: &Session) -> Option<&str> {
     session
         .buyer
         .as_ref()
