@@ -53,16 +53,24 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 }
 
 pub(crate) async fn agent_for(state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
-    if secrets_equal(key, state.settings.agent_api_key.expose()) {
+    if is_environment_key(state, key) {
         return Ok(Some(ENV_AGENT_ID.to_owned()));
     }
-    // Stored agents are looked up by the SHA-256 of the key: the key itself is never stored.
-    let digest = Sha256::digest(key.as_bytes()).to_vec();
     let id = sqlx::query_scalar("select agent_id from agent where api_key_sha256 = $1 and disabled_at is null")
-        .bind(digest)
+        .bind(key_digest(key))
         .fetch_optional(&state.db)
         .await?;
     Ok(id)
+}
+
+/// Whether `key` is the environment agent's (`ACP_AGENT_API_KEY`), compared in constant time.
+pub(crate) fn is_environment_key(state: &AppState, key: &str) -> bool {
+    secrets_equal(key, state.settings.agent_api_key.expose())
+}
+
+/// Stored agents are looked up by the SHA-256 of their key: the key itself is never stored.
+pub(crate) fn key_digest(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
 }
 
 fn version_error(state: &AppState, code: &'static str, message: String) -> ApiError {

@@ -48,10 +48,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 /// The request, passed on unchanged when its signature is acceptable for its agent.
 async fn verified(state: &AppState, mut request: Request) -> Result<Request, ApiError> {
     let key = extract::bearer(request.headers()).ok_or_else(ApiError::unauthorized)?;
-    let agent_id = extract::agent_for(state, key)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    let policy = policy_of(state, &agent_id).await?;
+    let (agent_id, policy) = agent_and_policy(state, key).await?;
     request.extensions_mut().insert(AuthenticatedAgent(agent_id));
     let headers = signature_headers(request.headers());
     let checked = match policy.mode {
@@ -88,12 +85,15 @@ async fn verified(state: &AppState, mut request: Request) -> Result<Request, Api
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-/// The environment agent's policy comes from the settings; every other agent's from the database.
-async fn policy_of(state: &AppState, agent_id: &str) -> Result<AgentSignature, ApiError> {
-    if agent_id == extract::ENV_AGENT_ID {
-        return Ok(state.settings.agent_signature.clone());
+/// The agent holding `key` and its signature policy: the environment agent's comes from the settings, every other
+/// agent's is read with the agent itself, in one statement.
+async fn agent_and_policy(state: &AppState, key: &str) -> Result<(String, AgentSignature), ApiError> {
+    if extract::is_environment_key(state, key) {
+        return Ok((extract::ENV_AGENT_ID.to_owned(), state.settings.agent_signature.clone()));
     }
-    Ok(signatures::store::load(&state.db, &state.settings, agent_id).await?)
+    signatures::store::authenticate(&state.db, &state.settings, &extract::key_digest(key))
+        .await?
+        .ok_or_else(ApiError::unauthorized)
 }
 
 fn signature_headers(headers: &HeaderMap) -> SignatureHeaders<'_> {

@@ -40,18 +40,45 @@ struct Row {
     hmac_secret: Option<String>,
 }
 
-/// An agent's stored policy; `off` when it has none.
-pub async fn load(db: &PgPool, settings: &Settings, agent_id: &str) -> Result<AgentSignature, StoreError> {
-    let row: Option<Row> = sqlx::query_as(
-        "select mode, algorithm, covers, public_key, hmac_secret from agent_request_signature where agent_id = $1",
+/// The enabled agent whose API key has `key_digest` (SHA-256), with its policy (`off` when it has none): one
+/// statement, since the signature layer needs both for every checkout request.
+pub async fn authenticate(
+    db: &PgPool,
+    settings: &Settings,
+    key_digest: &[u8],
+) -> Result<Option<(String, AgentSignature)>, StoreError> {
+    let row: Option<(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "select a.agent_id, s.mode, s.algorithm, s.covers, s.public_key, s.hmac_secret
+             from agent a left join agent_request_signature s using (agent_id)
+             where a.api_key_sha256 = $1 and a.disabled_at is null",
     )
-    .bind(agent_id)
+    .bind(key_digest)
     .fetch_optional(db)
     .await?;
-    match row {
-        Some(row) => from_row(settings, row),
-        None => Ok(AgentSignature::default()),
-    }
+    let Some((agent_id, mode, algorithm, covers, public_key, hmac_secret)) = row else {
+        return Ok(None);
+    };
+    let policy = match (mode, covers) {
+        (Some(mode), Some(covers)) => from_row(
+            settings,
+            Row {
+                mode,
+                algorithm,
+                covers,
+                public_key,
+                hmac_secret,
+            },
+        )?,
+        _ => AgentSignature::default(),
+    };
+    Ok(Some((agent_id, policy)))
 }
 
 fn from_row(settings: &Settings, row: Row) -> Result<AgentSignature, StoreError> {
