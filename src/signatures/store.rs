@@ -40,6 +40,17 @@ struct Row {
     hmac_secret: Option<String>,
 }
 
+/// An agent row joined with its policy row, absent when it has none.
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    agent_id: String,
+    mode: Option<String>,
+    algorithm: Option<String>,
+    covers: Option<String>,
+    public_key: Option<String>,
+    hmac_secret: Option<String>,
+}
+
 /// The enabled agent whose API key has `key_digest` (SHA-256), with its policy (`off` when it has none): one
 /// statement, since the signature layer needs both for every checkout request.
 pub async fn authenticate(
@@ -47,22 +58,23 @@ pub async fn authenticate(
     settings: &Settings,
     key_digest: &[u8],
 ) -> Result<Option<(String, AgentSignature)>, StoreError> {
-    let row: Option<(
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let row: Option<AgentRow> = sqlx::query_as(
         "select a.agent_id, s.mode, s.algorithm, s.covers, s.public_key, s.hmac_secret
-             from agent a left join agent_request_signature s using (agent_id)
-             where a.api_key_sha256 = $1 and a.disabled_at is null",
+         from agent a left join agent_request_signature s using (agent_id)
+         where a.api_key_sha256 = $1 and a.disabled_at is null",
     )
     .bind(key_digest)
     .fetch_optional(db)
     .await?;
-    let Some((agent_id, mode, algorithm, covers, public_key, hmac_secret)) = row else {
+    let Some(AgentRow {
+        agent_id,
+        mode,
+        algorithm,
+        covers,
+        public_key,
+        hmac_secret,
+    }) = row
+    else {
         return Ok(None);
     };
     let policy = match (mode, covers) {
