@@ -15,6 +15,7 @@
 pub mod catalog;
 pub mod checkout;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod html;

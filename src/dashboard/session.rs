@@ -4,7 +4,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The cookie's name.
@@ -14,17 +14,15 @@ pub const COOKIE_PATH: &str = "/admin";
 /// Separates the signed message from other uses of the admin token as a key.
 const CONTEXT: &str = "acp-dashboard:";
 
-fn signature(key: &str, expires: i64) -> Option<Vec<u8>> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).ok()?;
-    mac.update(CONTEXT.as_bytes());
-    mac.update(expires.to_string().as_bytes());
-    Some(mac.finalize().into_bytes().to_vec())
+fn keyed(key: &str, expiry: &str) -> Hmac<Sha256> {
+    crate::crypto::hmac_sha256(key.as_bytes(), &[CONTEXT.as_bytes(), expiry.as_bytes()])
 }
 
 /// A cookie value valid until `expires`, signed with `key`.
 pub fn issue(key: &str, expires: DateTime<Utc>) -> Option<String> {
     let at = expires.timestamp();
-    Some(format!("{at}.{}", URL_SAFE_NO_PAD.encode(signature(key, at)?)))
+    let signature = keyed(key, &at.to_string()).finalize().into_bytes();
+    Some(format!("{at}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }
 
 /// Whether `value` was issued with `key` and has not expired at `now` (the MAC is checked in constant time).
@@ -38,13 +36,8 @@ pub fn verify(key: &str, value: &str, now: DateTime<Utc>) -> bool {
     let Ok(presented) = URL_SAFE_NO_PAD.decode(mac) else {
         return false;
     };
-    let Ok(mut check) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
-        return false;
-    };
-    check.update(CONTEXT.as_bytes());
-    check.update(expiry.as_bytes());
     // `expiry` must be the canonical rendering, so one expiry has exactly one valid cookie.
-    expires.to_string() == expiry && check.verify_slice(&presented).is_ok() && now.timestamp() < expires
+    expires.to_string() == expiry && keyed(key, expiry).verify_slice(&presented).is_ok() && now.timestamp() < expires
 }
 
 /// The `Set-Cookie` value of a login: Secure, HttpOnly, SameSite=Strict, limited to `/admin` and to `max_age`.

@@ -6,7 +6,7 @@
 pub mod page;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use reqwest::Url;
 use sha2::Sha256;
 
@@ -162,11 +162,7 @@ impl OrderLinks {
     }
 
     fn mac(&self, order_id: &str) -> Hmac<Sha256> {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose().as_bytes()).unwrap_or_else(|_| unreachable!());
-        mac.update(order_id.as_bytes());
-        mac
+        crate::crypto::hmac_sha256(self.key.expose().as_bytes(), &[order_id.as_bytes()])
     }
 }
 

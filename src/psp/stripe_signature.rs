@@ -6,7 +6,7 @@
 //! rotation: a delivery is genuine when any `v1` matches any of our secrets. `v0` (test-mode legacy) is ignored.
 //! The timestamp must be within the tolerance of now, either way, which bounds replays of a captured delivery.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
@@ -81,12 +81,7 @@ fn parse(header: &str) -> Result<(i64, Vec<Vec<u8>>), SignatureError> {
 }
 
 fn keyed(secret: &[u8], timestamp: i64, payload: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(payload);
-    mac
+    crate::crypto::hmac_sha256(secret, &[timestamp.to_string().as_bytes(), b".", payload])
 }
 
 /// Constant-time comparison (through `verify_slice`).

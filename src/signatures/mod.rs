@@ -21,7 +21,7 @@ use base64::{
     },
 };
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 
 use crate::config::Secret;
 
@@ -169,7 +169,9 @@ impl VerifyKey {
             Self::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
                 .or_else(|_| p256::ecdsa::Signature::from_der(signature))
                 .is_ok_and(|s| key.verify(message, &s).is_ok()),
-            Self::Hmac(secret) => hmac_of(secret, message).is_some_and(|mac| mac.verify_slice(signature).is_ok()),
+            Self::Hmac(secret) => crate::crypto::hmac_sha256(secret.expose().as_bytes(), &[message])
+                .verify_slice(signature)
+                .is_ok(),
         }
     }
 }
@@ -209,12 +211,6 @@ fn parse_es256(text: &str) -> Result<p256::ecdsa::VerifyingKey, KeyError> {
     }
     p256::ecdsa::VerifyingKey::from_sec1_bytes(&raw_bytes(text)?)
         .map_err(|_| KeyError("a raw P-256 public key is a SEC1 point (33 or 65 bytes) on the curve".into()))
-}
-
-fn hmac_of(secret: &Secret, message: &[u8]) -> Option<Hmac<sha2::Sha256>> {
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()).ok()?;
-    mac.update(message);
-    Some(mac)
 }
 
 /// One agent's signature policy.
@@ -337,9 +333,10 @@ impl SignKey {
                 let signature: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(key, message);
                 signature.to_bytes().to_vec()
             }
-            Self::Hmac(secret) => hmac_of(secret, message)
-                .map(|mac| mac.finalize().into_bytes().to_vec())
-                .unwrap_or_default(),
+            Self::Hmac(secret) => crate::crypto::hmac_sha256(secret.expose().as_bytes(), &[message])
+                .finalize()
+                .into_bytes()
+                .to_vec(),
         };
         URL_SAFE_NO_PAD.encode(bytes)
     }

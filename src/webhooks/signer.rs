@@ -1,19 +1,14 @@
 //! `Merchant-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>` (ACP 2026-04-17,
 //! Stripe-compatible). The key is the secret's UTF-8 bytes; the hex is lowercase.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Tolerance receivers apply to `t` (ACP recommends 300 s).
 pub const TOLERANCE_SECS: u64 = 300;
 
 fn mac(secret: &str, t: u64, body: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
+    crate::crypto::hmac_sha256(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body])
 }
 
 /// The header value for `body` signed at unix time `t`.
