@@ -127,7 +127,6 @@ pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Che
             settings.shipping_express_amount,
         )),
         session_ttl: chrono::Duration::from_std(settings.session_ttl).unwrap_or(chrono::Duration::hours(6)),
-        public_base_url: settings.public_base_url.to_string(),
         order_links: crate::order_page::OrderLinks::new(&settings.order_page, &settings.public_base_url),
         psp,
         handler_ids: vec![CARD_HANDLER_ID.to_owned()],

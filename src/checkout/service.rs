@@ -102,7 +102,6 @@ pub struct PaymentTiming {
 pub struct Checkout {
     pub rules: crate::pricing::store::RulesCache,
     pub session_ttl: Duration,
-    pub public_base_url: String,
     /// Builds the orders' `permalink_url` (issue 13: the order page).
     pub order_links: crate::order_page::OrderLinks,
     pub psp: Psp,
