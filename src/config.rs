@@ -121,6 +121,8 @@ const KEYS: &[&str] = &[
     "otel_export_timeout_ms",
     // The merchant dashboard (issue 13).
     "dashboard_session_ttl_secs",
+    // Round trips (issue 14, helper C): the rules cache's fallback poll.
+    "rules_poll_ms",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -411,6 +413,7 @@ struct RawSettings {
     otel_export_timeout_ms: u64,
     // The merchant dashboard (issue 13).
     dashboard_session_ttl_secs: u64,
+    rules_poll_ms: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -500,6 +503,8 @@ pub struct Settings {
     pub order_page: crate::order_page::OrderPageSettings,
     /// How long a dashboard login cookie stays valid (`ACP_DASHBOARD_SESSION_TTL_SECS`).
     pub dashboard_session_ttl: Duration,
+    /// How often the pricing rules' version is polled, in case a change notification was lost (issue 14).
+    pub rules_poll: Duration,
     /// Interventions negotiating agents must support (`ACP_REQUIRED_INTERVENTIONS`).
     pub required_interventions: Vec<String>,
     /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
@@ -665,6 +670,7 @@ impl RawSettings {
         check_positive("idempotency_retention_secs", self.idempotency_retention_secs)?;
         check_positive("idempotency_sweep_interval_ms", self.idempotency_sweep_interval_ms)?;
         check_positive("dashboard_session_ttl_secs", self.dashboard_session_ttl_secs)?;
+        check_positive("rules_poll_ms", self.rules_poll_ms)?;
         check_positive("idempotency_heartbeat_ms", self.idempotency_heartbeat_ms)?;
         if self.idempotency_heartbeat_ms.saturating_mul(2) >= self.idempotency_lease_ms {
             return Err(ConfigError::new(
@@ -831,6 +837,7 @@ impl RawSettings {
             metrics_addr,
             otel,
             dashboard_session_ttl: Duration::from_secs(self.dashboard_session_ttl_secs),
+            rules_poll: Duration::from_millis(self.rules_poll_ms),
         };
         if production {
             check_production(&settings)?;
@@ -1734,5 +1741,16 @@ mod tests {
         assert_eq!(s.dashboard_session_ttl, Duration::from_secs(900));
         let err = dev(&[("dashboard_session_ttl_secs", "0")]).unwrap_err();
         assert_eq!(err.setting, "ACP_DASHBOARD_SESSION_TTL_SECS");
+    }
+
+    #[test]
+    fn the_rules_poll_defaults_to_five_seconds_and_must_be_positive() {
+        assert_eq!(dev(&[]).unwrap().rules_poll, Duration::from_millis(5000));
+        assert_eq!(
+            dev(&[("rules_poll_ms", "250")]).unwrap().rules_poll,
+            Duration::from_millis(250)
+        );
+        let err = dev(&[("rules_poll_ms", "0")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_RULES_POLL_MS");
     }
 }

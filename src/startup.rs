@@ -256,6 +256,13 @@ impl Application {
             state.settings.reconcile_interval,
             shutdown.clone(),
         ));
+        // Issue 14: the pricing rules cache follows changes (LISTEN/NOTIFY, with a fallback poll).
+        workers.spawn(crate::pricing::listener::run(
+            state.checkout.rules.clone(),
+            state.db.clone(),
+            state.settings.rules_poll,
+            shutdown.clone(),
+        ));
         if let Some(listener) = metrics_listener {
             workers.spawn(http::metrics::serve_standalone(
                 listener,

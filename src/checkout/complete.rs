@@ -28,9 +28,10 @@ use uuid::Uuid;
 use super::{
     attempt::{self, Attempt, AttemptState, NewAttempt},
     model::{Message, Session, Status},
+    redemptions::{lock_counts, reserve_redemptions},
     service::{
         AuthenticationOutcome, Checkout, CheckoutError, CompleteInput, declined_message, expire_if_due, item_ids, load,
-        redemption_counts, reserve_redemptions, save,
+        save,
     },
     settle::{Resolution, Settled, Writer},
     stock,
@@ -139,9 +140,10 @@ impl Checkout {
         let rows = catalog::variants_for_update(&mut tx, &item_ids(&session.items)).await?;
         let catalog: std::collections::HashMap<String, VariantRow> =
             rows.into_iter().map(|v| (v.variant_id.clone(), v)).collect();
-        let rules = self.rules.current(&mut tx).await?;
-        // Usage limits are decided here, under per-promotion locks held until this transaction commits.
-        let redemptions = redemption_counts(&mut tx, &rules, &session, true).await?;
+        // Usage limits are decided here, under locks on the counters of the limited promotions this cart can use,
+        // held until this transaction commits; the same statement reads the rules' version, so a bundle changed
+        // since it was cached is reloaded and priced here, before anything is charged.
+        let (rules, redemptions) = lock_counts(&mut tx, &self.rules, &session).await?;
         let quoted_total = session.computed.total();
         let was_not_ready = session.status == Status::NotReadyForPayment;
         super::compute::recompute(&mut session, &catalog, &rules, &redemptions, now);

@@ -12,6 +12,7 @@ pub mod model;
 pub mod negotiation;
 pub mod psp_events;
 pub mod reconcile;
+pub mod redemptions;
 pub mod service;
 pub mod settle;
 pub mod stock;

@@ -29,7 +29,9 @@ use sqlx::PgPool;
 use super::{
     attempt, compute,
     model::{Buyer, FulfillmentDetails, Message, RequestedItem, SelectedOption, Session, Status},
-    negotiation, stock,
+    negotiation,
+    redemptions::redemption_counts,
+    stock,
 };
 use crate::{
     analytics::{EventKind, events::Detail},
@@ -426,72 +428,6 @@ pub(crate) fn buyer_email(session: &Session) -> Option<&str> {
         .as_ref()
         .map(|b| b.email.as_str())
         .or_else(|| session.fulfillment_details.as_ref().and_then(|d| d.email.as_deref()))
-}
-
-/// Redemptions so far of the rules' limited promotions: (all buyers, this session's buyer). With `lock`, each
-/// limited promotion is locked until the transaction ends, so concurrent completes cannot both take the last use.
-pub(super) async fn redemption_counts(
-    conn: &mut PgConnection,
-    rules: &crate::pricing::Rules,
-    session: &Session,
-    lock: bool,
-) -> Result<HashMap<String, (u32, u32)>, sqlx::Error> {
-    let mut limited: Vec<String> = rules
-        .promotions
-        .iter()
-        .filter(|p| p.max_redemptions.is_some() || p.max_per_buyer.is_some())
-        .map(|p| p.id.clone())
-        .collect();
-    if limited.is_empty() {
-        return Ok(HashMap::new());
-    }
-    limited.sort();
-    if lock {
-        for id in &limited {
-            sqlx::query("select pg_advisory_xact_lock(hashtext('promotion:' || $1))")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "select promotion_id, count(*), count(*) filter (where lower(buyer_email) = lower($2))
-         from promotion_redemption where promotion_id = any($1) and checkout_session_id <> $3
-         group by promotion_id",
-    )
-    .bind(&limited)
-    .bind(buyer_email(session))
-    .bind(&session.id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, all, mine)| (id, (all as u32, mine as u32)))
-        .collect())
-}
-
-/// Counts this session's promotions as redeemed (undone by [`release_redemptions`] if the payment fails).
-pub(super) async fn reserve_redemptions(conn: &mut PgConnection, session: &Session) -> Result<(), sqlx::Error> {
-    for applied in &session.computed.applied_discounts {
-        sqlx::query(
-            "insert into promotion_redemption (promotion_id, checkout_session_id, buyer_email) values ($1, $2, $3)
-             on conflict do nothing",
-        )
-        .bind(&applied.promotion_id)
-        .bind(&session.id)
-        .bind(buyer_email(session))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-pub(super) async fn release_redemptions(conn: &mut PgConnection, session_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from promotion_redemption where checkout_session_id = $1")
-        .bind(session_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub(super) fn declined_message(content: &str) -> Message {

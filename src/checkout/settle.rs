@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::{
     attempt::{self, Attempt, AttemptState},
     model::{Message, OrderRef, Session, Status},
-    service::{Checkout, CheckoutError, declined_message, load_any, release_redemptions, save},
+    redemptions::release_redemptions,
+    service::{Checkout, CheckoutError, declined_message, save},
     stock,
 };
 use crate::{
@@ -102,10 +103,9 @@ impl Checkout {
         own_claim: Option<&ClaimHandle>,
     ) -> Result<Settled, CheckoutError> {
         let mut tx = pool.begin().await?;
-        let Some(session_id) = attempt::load(&mut tx, attempt_id).await?.map(|a| a.checkout_session_id) else {
+        let Some(mut session) = session_of_attempt(&mut tx, attempt_id).await? else {
             return Ok(Settled::Fenced);
         };
-        let mut session = load_any(&mut tx, &session_id).await?;
         let Some(attempt) = attempt::load_for_update(&mut tx, attempt_id).await? else {
             return Ok(Settled::Fenced);
         };
@@ -290,6 +290,21 @@ impl Checkout {
         .await
         .map(drop)
     }
+}
+
+/// The session an attempt belongs to, locked (the session before the attempt: the order every writer uses), in one
+/// statement; `None` when there is no such attempt.
+#[tracing::instrument(name = "db.checkout_session.load", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
+async fn session_of_attempt(conn: &mut PgConnection, attempt_id: &str) -> Result<Option<Session>, sqlx::Error> {
+    let row: Option<sqlx::types::Json<Session>> = sqlx::query_scalar(
+        "select state from checkout_session
+         where checkout_session_id = (select checkout_session_id from payment_attempt where payment_attempt_id = $1)
+         for update",
+    )
+    .bind(attempt_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|sqlx::types::Json(s)| s))
 }
 
 fn may_write(attempt: &Attempt, session: &Session, writer: Writer) -> bool {

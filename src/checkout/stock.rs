@@ -38,41 +38,53 @@ pub fn needed(items: &[RequestedItem]) -> Reservation {
     by_variant.into_iter().map(|(id, q)| (id.to_owned(), q)).collect()
 }
 
-/// Reserves `units` (already locked by the caller, in id order). `Ok(Err(variant))` names the first variant that
-/// lacks stock; nothing is reserved then (the caller's transaction is rolled back).
-pub async fn reserve(conn: &mut PgConnection, units: &Reservation) -> Result<Result<(), String>, sqlx::Error> {
-    for (variant_id, quantity) in units {
-        let reserved = sqlx::query(
-            "update variant set stock_reserved = stock_reserved + $2, updated_at = now()
-             where variant_id = $1 and (stock_quantity is null or stock_quantity - stock_reserved >= $2)",
-        )
-        .bind(variant_id)
-        .bind(*quantity as i32)
-        .execute(&mut *conn)
-        .await?;
-        if reserved.rows_affected() != 1 {
-            return Ok(Err(variant_id.clone()));
-        }
-    }
-    Ok(Ok(()))
+/// The ids and quantities of `units` as two arrays sorted by variant id, for `unnest($1::text[], $2::int[])`.
+fn columns(units: &Reservation) -> (Vec<String>, Vec<i32>) {
+    let mut sorted = units.clone();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .map(|(id, q)| (id, i32::try_from(q).unwrap_or(i32::MAX)))
+        .unzip()
 }
 
-/// Locks the rows of `units` in variant-id order, then applies `set` to all of them in one statement.
+/// Reserves `units` (already locked by the caller, in id order) in one statement. `Ok(Err(variant))` names the
+/// first variant (in id order) that lacks stock; the caller's transaction is rolled back then, so nothing stays
+/// reserved.
+pub async fn reserve(conn: &mut PgConnection, units: &Reservation) -> Result<Result<(), String>, sqlx::Error> {
+    if units.is_empty() {
+        return Ok(Ok(()));
+    }
+    let (ids, quantities) = columns(units);
+    let reserved: Vec<String> = sqlx::query_scalar(
+        "update variant v set stock_reserved = v.stock_reserved + x.q, updated_at = now()
+         from unnest($1::text[], $2::int[]) as x(id, q)
+         where v.variant_id = x.id and (v.stock_quantity is null or v.stock_quantity - v.stock_reserved >= x.q)
+         returning v.variant_id",
+    )
+    .bind(&ids)
+    .bind(&quantities)
+    .fetch_all(conn)
+    .await?;
+    match ids.into_iter().find(|id| !reserved.contains(id)) {
+        Some(short) => Ok(Err(short)),
+        None => Ok(Ok(())),
+    }
+}
+
+/// Applies `set` to the rows of `units` in one statement, locking them first in variant-id order (an init plan
+/// that runs before any row is updated).
 async fn apply(conn: &mut PgConnection, units: &Reservation, set: &'static str) -> Result<(), sqlx::Error> {
     if units.is_empty() {
         return Ok(());
     }
-    let mut sorted = units.clone();
-    sorted.sort();
-    let ids: Vec<String> = sorted.iter().map(|(id, _)| id.clone()).collect();
-    let quantities: Vec<i32> = sorted.iter().map(|(_, q)| *q as i32).collect();
-    sqlx::query("select 1 from variant where variant_id = any($1) order by variant_id for update")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
+    let (ids, quantities) = columns(units);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "update variant v set {set}, updated_at = now()
-         from unnest($1::text[], $2::int[]) as x(id, q) where v.variant_id = x.id"
+         from unnest($1::text[], $2::int[]) as x(id, q)
+         where v.variant_id = x.id
+           and v.variant_id = any(array(select variant_id from variant where variant_id = any($1)
+                                        order by variant_id for update))"
     )))
     .bind(&ids)
     .bind(&quantities)

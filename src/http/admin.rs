@@ -264,6 +264,8 @@ async fn put_rules(State(state): State<AppState>, _: Admin, request: Request) ->
         })?;
     let rules: crate::pricing::Rules = parse_value(body)?;
     let version = crate::pricing::store::save(&mut *state.db.acquire().await?, &rules).await?;
+    // This process prices with the new bundle at once; the others hear of it through LISTEN/NOTIFY.
+    state.checkout.rules.install(version, rules);
     tracing::info!(version, "pricing rules replaced");
     Ok(Json(json!({"version": version})).into_response())
 }
@@ -307,6 +309,7 @@ async fn modify_rules(
     let rules: crate::pricing::Rules = parse_value(value)?;
     let version = crate::pricing::store::save(&mut tx, &rules).await?;
     tx.commit().await?;
+    state.checkout.rules.install(version, rules);
     tracing::info!(version, "pricing rules changed");
     Ok(version)
 }

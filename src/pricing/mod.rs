@@ -10,6 +10,7 @@
 pub mod allocate;
 pub mod currency;
 pub mod engine;
+pub mod listener;
 pub mod rules;
 pub mod store;
 

@@ -1,9 +1,8 @@
-//! Pricing rules in PostgreSQL: one validated bundle, versioned, cached per process.
+//! Pricing rules in PostgreSQL: one validated bundle, versioned, cached per process and refreshed on change.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use sqlx::{PgConnection, types::Json};
-use tokio::sync::RwLock;
 
 use super::{Rules, currency, rules::PromotionKind};
 
@@ -132,11 +131,18 @@ pub async fn load(conn: &mut PgConnection) -> Result<Option<(i64, Rules)>, sqlx:
     Ok(row.map(|(v, Json(r))| (v, r)))
 }
 
-/// A loaded bundle and the version it was loaded at.
-type Snapshot = (i64, Arc<Rules>);
+/// The bundle a process prices with and the stored version it came from (`None`: nothing stored, the
+/// configuration's fallback applies).
+#[derive(Clone)]
+struct Snapshot {
+    version: Option<i64>,
+    rules: Arc<Rules>,
+}
 
-/// The process's snapshot: checked against the stored version before each use (one indexed read), reloaded only
-/// when it changed. Without a stored bundle, `fallback` (built from configuration) applies.
+/// The process's copy of the pricing rules. Create and update price with it without reading anything: it is
+/// loaded once, then replaced when this process stores a bundle ([`RulesCache::install`]) and when PostgreSQL
+/// notifies a change or the fallback poll sees a new version (the listener in [`super::listener`]). Complete
+/// confirms the version inside its own transaction ([`RulesCache::confirm`]) so it never charges under stale rules.
 #[derive(Clone)]
 pub struct RulesCache {
     fallback: Arc<Rules>,
@@ -156,21 +162,73 @@ impl RulesCache {
         &self.fallback
     }
 
+    /// The rules in force: the cached bundle, read from the database only before the first load.
     pub async fn current(&self, conn: &mut PgConnection) -> Result<Arc<Rules>, sqlx::Error> {
+        if let Some(cached) = self.cached() {
+            return Ok(cached.rules);
+        }
+        Ok(self.reload(conn).await?.rules)
+    }
+
+    /// The cached version (`None`: not loaded yet, or nothing stored).
+    pub fn version(&self) -> Option<i64> {
+        self.cached().and_then(|s| s.version)
+    }
+
+    /// The rules stored at `version` (what the caller's transaction just read): the cached bundle when it is that
+    /// version, else the stored bundle reloaded through `conn` (in the caller's transaction, so it matches).
+    pub async fn confirm(&self, conn: &mut PgConnection, version: Option<i64>) -> Result<Arc<Rules>, sqlx::Error> {
+        match self.cached() {
+            Some(cached) if cached.version == version => Ok(cached.rules),
+            _ => Ok(self.reload(conn).await?.rules),
+        }
+    }
+
+    /// Reloads the stored bundle if its version differs from the cached one; returns whether it did.
+    pub async fn refresh(&self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
         let stored: Option<i64> = sqlx::query_scalar("select version from pricing_rules where singleton")
             .fetch_optional(&mut *conn)
             .await?;
-        let Some(version) = stored else {
-            return Ok(self.fallback.clone());
-        };
-        if let Some((cached, rules)) = self.snapshot.read().await.as_ref()
-            && *cached == version
-        {
-            return Ok(rules.clone());
+        if self.cached().is_some_and(|c| c.version == stored) {
+            return Ok(false);
         }
-        let fresh = load(conn).await?.map(|(v, r)| (v, Arc::new(r)));
-        let rules = fresh.as_ref().map_or_else(|| self.fallback.clone(), |(_, r)| r.clone());
-        *self.snapshot.write().await = fresh;
-        Ok(rules)
+        self.reload(conn).await?;
+        Ok(true)
+    }
+
+    /// Takes a bundle this process just stored at `version` (after its transaction committed).
+    pub fn install(&self, version: i64, rules: Rules) {
+        self.replace(Snapshot {
+            version: Some(version),
+            rules: Arc::new(rules),
+        });
+    }
+
+    /// Loads the stored bundle (or the fallback when none is stored) and caches it.
+    async fn reload(&self, conn: &mut PgConnection) -> Result<Snapshot, sqlx::Error> {
+        let fresh = match load(conn).await? {
+            Some((version, rules)) => Snapshot {
+                version: Some(version),
+                rules: Arc::new(rules),
+            },
+            None => Snapshot {
+                version: None,
+                rules: self.fallback.clone(),
+            },
+        };
+        self.replace(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn cached(&self) -> Option<Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Versions only move forward: a slow reload never replaces a newer bundle installed meanwhile.
+    fn replace(&self, fresh: Snapshot) {
+        let mut slot = self.snapshot.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|current| current.version <= fresh.version) {
+            *slot = Some(fresh);
+        }
     }
 }
