@@ -43,3 +43,5 @@ mod compose;
 mod order_page;
 // Issue 13: the merchant dashboard.
 mod dashboard;
+// Issue 14: round trips of complete (rules cache, promotion counters, usage limits under concurrency).
+mod round_trips;
