@@ -2,7 +2,7 @@
 //! handler only maps the request in and the answer out.
 //!
 //! 1. **Begin** (one transaction): lock the session; refuse what cannot be paid; reprice against locked stock
-//!    rows; if the total moved, store the new total *and* the answer together and charge nothing; otherwise reserve
+//!    rows and locked promotion counters, under the rules' stored version; if the total moved, store the new total *and* the answer together and charge nothing; otherwise reserve
 //!    the stock and the promotion redemptions, write the payment attempt (its PSP key, amount, request
 //!    fingerprint, runner lease), move the session to `complete_in_progress`, and link the request's idempotency
 //!    record to the attempt.
@@ -18,6 +18,27 @@
 //! token and 3-D Secure data, a lookup otherwise. An attempt proven not charged reopens the session and this call
 //! goes on with a fresh attempt of its own; an unknown outcome answers 503 with `Retry-After` and keeps the session
 //! (and its stock) as it is.
+//!
+//! ## Round trips (issue 14)
+//!
+//! A complete that charges at once (no 3-D Secure predecessor, one idempotency record) costs, whatever the number
+//! of items and discounts (each step below is one statement for all of them):
+//!
+//! | phase | round trips | statements |
+//! |---|---|---|
+//! | claim (src/idempotency, committed before anything else: it must survive the PSP call) | its own transaction | see the idempotency module |
+//! | begin (one transaction) | 11 (10 when no discount applies) | `BEGIN`; session `for update`; variants `for update` (id order); the counters of the limited promotions this cart can use `for update` (id order) with the rules' version in the same statement; stock reserve (`unnest`); redemptions + counters; the predecessor lookup; attempt insert; session save; claim ↔ attempt link; `COMMIT` |
+//! | charge | 1 PSP call | no transaction; a lease renewal every `idempotency_heartbeat_ms` while it runs |
+//! | settle, charged (one transaction) | 13 | `BEGIN`; session by attempt `for update`; attempt `for update`; attempt state; stock sell (`unnest`, rows locked in id order by an init plan); order insert; webhook version + outbox insert; session save; funnel event; linked idempotency records (read + one update each); `COMMIT` |
+//!
+//! Only when needed: one more in begin to count a buyer's redemptions (a usage limit per buyer among the cart's
+//! promotions), one to reload the rules (their version moved since this process cached them: the cart is
+//! repriced under the stored bundle before anything is charged), one for the funnel's first `ready_for_payment`;
+//! none for redemptions when no discount applies. A settle that does not charge releases stock and redemptions
+//! (one statement each) instead of selling and ordering. Before issue 14, begin also read the rules' version on its
+//! own, took an advisory lock per limited promotion of the rules (used or not, which serialized completes
+//! store-wide), counted redemptions with `count(*)`, and reserved stock and redemptions one row per statement;
+//! settle read the attempt twice and locked stock rows in a statement of their own.
 
 use std::time::Duration;
 
