@@ -348,3 +348,154 @@ async fn a_declined_payment_gives_the_counter_back_and_new_limits_count_past_red
         "its only use is taken: a new cart does not get it"
     );
 }
+
+/// Statements the app sends PostgreSQL, counted by a TCP proxy between them: each Execute message (the extended
+/// protocol, one per statement whether or not it was prepared before) and each simple Query (`BEGIN`, `COMMIT`).
+/// Pings and prepares carry neither, so the count does not depend on which pooled connection ran what.
+struct StatementCounter {
+    addr: std::net::SocketAddr,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StatementCounter {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                tokio::spawn(relay(client, server, counted.clone()));
+            }
+        });
+        Self { addr, count }
+    }
+
+    fn now(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies the server's bytes back untouched and the client's message by message, counting Execute and Query.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    });
+    // The startup message has no type byte: a length, then the rest.
+    let Ok(length) = from_client.read_u32().await else {
+        return;
+    };
+    let mut startup = vec![0; length as usize - 4];
+    if from_client.read_exact(&mut startup).await.is_err() {
+        return;
+    }
+    let _ = to_server.write_u32(length).await;
+    let _ = to_server.write_all(&startup).await;
+    loop {
+        let Ok(kind) = from_client.read_u8().await else { return };
+        let Ok(length) = from_client.read_u32().await else {
+            return;
+        };
+        let mut body = vec![0; length as usize - 4];
+        if from_client.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        if kind == b'E' || kind == b'Q' {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut message = Vec::with_capacity(body.len() + 5);
+        message.push(kind);
+        message.extend_from_slice(&length.to_be_bytes());
+        message.extend_from_slice(&body);
+        if to_server.write_all(&message).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn completes_statement_count_does_not_grow_with_items_and_discounts() {
+    let database = crate::helpers::TestDb::migrated().await;
+    let mut url = reqwest::Url::parse(&database.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let counter = StatementCounter::start(upstream).await;
+    url.set_port(Some(counter.addr.port())).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "disable");
+    // Nothing in the background talks to the database while complete runs.
+    let quiet = [
+        ("webhook_worker_enabled", "false"),
+        ("reconcile_interval_ms", "3600000"),
+        ("expiry_sweep_interval_ms", "3600000"),
+        ("idempotency_sweep_interval_ms", "3600000"),
+        ("rules_poll_ms", "3600000"),
+    ];
+    let settings = crate::helpers::test_settings(url.as_str(), &quiet);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let app = acp_merchant::startup::Application::build(settings, shutdown.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped());
+    let client = crate::helpers::http_client();
+    let admin = client
+        .put(format!("{base}/admin/pricing/rules"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&rules(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
+    let items: Vec<String> = sqlx::query_scalar(
+        "select variant_id from variant
+         where currency = 'usd' and price_amount >= 200 and available and requires_shipping
+           and (stock_quantity is null or stock_quantity > 0)
+         order by variant_id limit 4",
+    )
+    .fetch_all(&database.pool().await)
+    .await
+    .unwrap();
+    let post =
+        |path: &str, body: &Value| crate::helpers::agent_post(&base, path, &uuid::Uuid::new_v4().to_string(), body);
+    let mut statements = Vec::new();
+    for (lines, codes) in [(&items[..1], vec![]), (&items[..], vec!["CODEA", "CODEB"])] {
+        let mut body = checkout_of(&lines[0], &codes, "count@example.com");
+        body["line_items"] = lines.iter().map(|id| json!({"id": id})).collect();
+        let created = session(
+            post("/checkout_sessions", &body).send().await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        let path = format!("/checkout_sessions/{}/complete", created["id"].as_str().unwrap());
+        let before = counter.now();
+        let paid = session(
+            post(&path, &payment("spt_sim_ok")).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let during = counter.now() - before;
+        assert_eq!(paid["status"], "completed");
+        let discounts: i64 =
+            sqlx::query_scalar("select count(*) from promotion_redemption where checkout_session_id = $1")
+                .bind(paid["id"].as_str())
+                .fetch_one(&database.pool().await)
+                .await
+                .unwrap();
+        statements.push((lines.len(), discounts, during));
+    }
+    shutdown.cancel();
+    eprintln!("complete's statements (items, discounts, statements): {statements:?}");
+    let (small, large) = (statements[0], statements[1]);
+    assert!(large.0 > small.0 && large.1 > small.1, "{statements:?}");
+    assert_eq!(
+        small.2, large.2,
+        "(items, discounts, statements) of each complete: {statements:?}"
+    );
+}
