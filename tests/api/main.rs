@@ -44,4 +44,4 @@ mod order_page;
 // Issue 13: the merchant dashboard.
 mod dashboard;
 // Issue 14: round trips of complete (rules cache, promotion counters, usage limits under concurrency).
-mod round_trips;
+mod rules_round_trips;
