@@ -276,10 +276,13 @@ impl Checkout {
         Ok(session)
     }
 
-    /// Cancels the session; `reason` is the intent trace's reason code, kept with the funnel event.
+    /// Cancels the session; `reason` is the intent trace's reason code, kept with the funnel event. A payment of
+    /// this session that waits for 3-D Secure is canceled at the PSP first (through `pool`: the network call
+    /// holds this session's row lock, which only concurrent calls on this same ending session wait for).
     pub async fn cancel(
         &self,
         conn: &mut PgConnection,
+        pool: &PgPool,
         agent_id: &str,
         id: &str,
         reason: Option<&str>,
@@ -296,6 +299,9 @@ impl Checkout {
                 in_progress: false,
                 message: format!("A {} checkout session cannot be canceled", session.status.as_str()),
             });
+        }
+        if let Some(waiting) = attempt::live_for_session(conn, &session.id).await? {
+            self.retire(pool, &waiting).await?;
         }
         session.status = Status::Canceled;
         session.computed.messages = vec![Message::info("Checkout session has been canceled.")];
@@ -345,22 +351,6 @@ impl Checkout {
                 message: format!("The checkout session is {} and can no longer change", s.as_str()),
             }),
             _ => Ok(session),
-        }
-    }
-
-    /// Cancels at the PSP a payment of this session that waits for 3-D Secure, before the session itself is
-    /// canceled (outside any transaction: it is a network call).
-    pub async fn retire_waiting_payment(&self, pool: &PgPool, agent_id: &str, id: &str) -> Result<(), CheckoutError> {
-        let mut conn = pool.acquire().await?;
-        let session = load(&mut conn, agent_id, id, false).await?;
-        if session.status.is_terminal() || session.status == Status::CompleteInProgress {
-            return Ok(());
-        }
-        let waiting = attempt::live_for_session(&mut conn, &session.id).await?;
-        drop(conn);
-        match waiting {
-            Some(waiting) => self.retire(pool, &waiting).await,
-            None => Ok(()),
         }
     }
 
