@@ -16,6 +16,21 @@
 //! | `expired` | 400 `invalid_state` | 200 | 400 `invalid_state` | 405 `invalid_state` |
 //!
 //! GET never writes: a session past its expiry is shown `expired` and the sweeper persists it under a lock.
+//!
+//! Round trips per request (statements plus BEGIN/COMMIT; one pooled connection, no ping on acquire). Create,
+//! update and cancel run in the request's transaction, which the idempotency layer opened and claimed the key in
+//! (see `crate::http::idempotent`); authentication adds 0 statements for the environment agent, 1 for a stored
+//! agent (the agent and its signature policy in one read), outside the transaction:
+//!
+//! | endpoint | round trips | statements |
+//! |---|---|---|
+//! | create | 7 | BEGIN, claim (advisory lock + record read), catalog, insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once, + the rules version and the redemption counts of limited promotions where `pricing` does not serve them from memory |
+//! | update | 8 | BEGIN, claim, load for update, catalog, save, record, COMMIT, + rules/redemptions as for create; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
+//! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save, funnel event, record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
+//! | GET | 1 | one SELECT on a pooled connection, no transaction |
+//!
+//! Each of create, update and cancel commits exactly one transaction (`tests/api/round_trips.rs` counts them from
+//! `pg_stat_database.xact_commit`).
 
 use std::collections::HashMap;
 

@@ -43,3 +43,5 @@ mod compose;
 mod order_page;
 // Issue 13: the merchant dashboard.
 mod dashboard;
+// Issue 14: one transaction per create, update and cancel; one statement per GET.
+mod round_trips;
