@@ -24,8 +24,8 @@
 //!
 //! | endpoint | round trips | statements |
 //! |---|---|---|
-//! | create | 7 | BEGIN, claim (advisory lock + record read), catalog, insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once, + the rules version and the redemption counts of limited promotions where `pricing` does not serve them from memory |
-//! | update | 8 | BEGIN, claim, load for update, catalog, save, record, COMMIT, + rules/redemptions as for create; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
+//! | create | 9 (8 without limited promotions) | BEGIN, claim (advisory lock + record read), catalog, rules version, redemption counts (only when the rules have a limited promotion), insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once |
+//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts (as for create), save, record, COMMIT; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
 //! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save, funnel event, record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
 //! | GET | 1 | one SELECT on a pooled connection, no transaction |
 //!

@@ -22,8 +22,8 @@
 //!
 //! | endpoint | round trips | of which |
 //! |---|---|---|
-//! | create | 7 + 1 per limited-promotion read | BEGIN, claim, catalog, insert session, funnel event, record, COMMIT (+ a second funnel event when it is ready at once; + the rules version until it is cached) |
-//! | update | 8 | BEGIN, claim, load for update, catalog, save, record, COMMIT (+ funnel event on becoming ready; + rules version, redemption counts as for create) |
+//! | create | 9 (8 without limited promotions) | BEGIN, claim, catalog, rules version, redemption counts (only with limited promotions), insert session, funnel event, record, COMMIT (+ a second funnel event when it is ready at once) |
+//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts, save, record, COMMIT (+ a funnel event on becoming ready) |
 //! | cancel | 8 | BEGIN, claim, load for update, waiting-payment read, save, funnel event, record, COMMIT |
 //! | replay / 409 / 422 | 3 | BEGIN, claim, ROLLBACK |
 //! | GET (no key) | 1 | one SELECT, no transaction |
