@@ -315,3 +315,35 @@ async fn a_server_error_rolls_everything_back_and_leaves_the_key_free() {
     assert_eq!(records(&app, "k-5xx").await, 1);
     assert_eq!(count(&app, "checkout_session").await, 1);
 }
+
+/// The claim reads the record with the snapshot its statement started with: a duplicate that committed just
+/// before the lock was granted is invisible to it. The answer's insert then finds the key taken, and the request
+/// is undone and answered 409 (its retry replays the duplicate's answer). Here a trigger plays the duplicate,
+/// writing the key's record in the middle of the business work.
+#[tokio::test]
+async fn a_record_that_appears_after_the_claim_undoes_the_request() {
+    let app = spawn_app().await;
+    sqlx::raw_sql(
+        "create function play_the_duplicate() returns trigger language plpgsql as $$ begin
+             insert into idempotency_record (agent_id, method, path, idempotency_key, fingerprint, state, holder,
+                                             lease_until, expires_at, response_status)
+             values ('agent_default', 'POST', '/checkout_sessions', 'k-late', '\\x00', 'finished',
+                     gen_random_uuid(), now(), now() + interval '1 day', 201);
+             return new;
+         end $$;
+         create trigger play_the_duplicate before insert on checkout_session
+             for each row execute function play_the_duplicate();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let undone = keyed_create(&app, "k-late", &create_body(json!([{"id": TEE}]))).await;
+    assert_eq!(undone.headers()["retry-after"], "1");
+    error(undone, StatusCode::CONFLICT, "idempotency_in_flight", None).await;
+    assert_eq!(
+        count(&app, "checkout_session").await,
+        0,
+        "the request's work was rolled back"
+    );
+    assert_eq!(count(&app, "funnel_event").await, 0);
+}
