@@ -22,6 +22,8 @@ const COUNTED: &[(&str, &str)] = &[
     ("expiry_sweep_interval_ms", "3600000"),
     ("idempotency_sweep_interval_ms", "3600000"),
     ("reconcile_interval_ms", "3600000"),
+    // The pricing rules' fallback poll (issue 14, where the rules cache has it; an unknown key is ignored).
+    ("rules_poll_ms", "3600000"),
 ];
 
 /// Reads the test database's committed-transaction count from the cluster's maintenance database, so the
