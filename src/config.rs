@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "log_level",
     "migrate_on_start",
     "db_max_connections",
+    "db_cores",
     "db_acquire_timeout_ms",
     "db_retry_interval_ms",
     "shutdown_timeout_ms",
@@ -294,7 +295,12 @@ struct RawSettings {
     #[serde(deserialize_with = "lenient_string")]
     log_level: String,
     migrate_on_start: bool,
-    db_max_connections: u32,
+    /// Unset: derived from `db_cores` (see [`pool_size_for`]).
+    #[serde(default)]
+    db_max_connections: Option<u32>,
+    /// Unset: this machine's available parallelism.
+    #[serde(default)]
+    db_cores: Option<u32>,
     db_acquire_timeout_ms: u64,
     db_retry_interval_ms: u64,
     shutdown_timeout_ms: u64,
@@ -653,7 +659,7 @@ impl RawSettings {
         let admin_token = non_empty(self.admin_token);
         let stripe_secret_key = non_empty(self.stripe_secret_key);
         check_log_level(&self.log_level)?;
-        check_positive("db_max_connections", u64::from(self.db_max_connections))?;
+        let db_max_connections = pool_size(self.db_max_connections, self.db_cores)?;
         for (key, ms) in [
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
             ("db_retry_interval_ms", self.db_retry_interval_ms),
@@ -785,7 +791,7 @@ impl RawSettings {
             log_format: self.log_format,
             log_level: self.log_level,
             migrate_on_start: self.migrate_on_start,
-            db_max_connections: self.db_max_connections,
+            db_max_connections,
             db_acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             db_retry_interval: Duration::from_millis(self.db_retry_interval_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
@@ -1279,6 +1285,28 @@ fn parse_required_interventions(value: &str) -> Result<Vec<String>, ConfigError>
     Ok(required)
 }
 
+/// The pool's size: `ACP_DB_MAX_CONNECTIONS` when set, else [`pool_size_for`] the database's cores
+/// (`ACP_DB_CORES`, defaulting to this machine's, which is right when PostgreSQL runs beside the server).
+fn pool_size(max_connections: Option<u32>, db_cores: Option<u32>) -> Result<u32, ConfigError> {
+    if let Some(cores) = db_cores {
+        check_positive("db_cores", u64::from(cores))?;
+    }
+    if let Some(max) = max_connections {
+        check_positive("db_max_connections", u64::from(max))?;
+        return Ok(max);
+    }
+    let cores = db_cores.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+    });
+    Ok(pool_size_for(cores))
+}
+
+/// `2 × cores + 4`: PostgreSQL runs at most one statement per core at a time, and a connection spends part of each
+/// transaction waiting for the network or the disk; more connections than this only queue inside the database.
+pub fn pool_size_for(db_cores: u32) -> u32 {
+    db_cores.saturating_mul(2).saturating_add(4)
+}
+
 fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(key, "must be greater than 0"));
@@ -1447,6 +1475,21 @@ mod tests {
     fn malformed_number_names_the_variable() {
         let err = dev(&[("db_max_connections", "lots")]).unwrap_err();
         assert_eq!(err.setting, "ACP_DB_MAX_CONNECTIONS", "{err}");
+    }
+
+    #[test]
+    fn the_pool_size_follows_the_database_cores_unless_set() {
+        assert_eq!(dev(&[("db_cores", "8")]).expect("valid").db_max_connections, 20);
+        let both = dev(&[("db_cores", "8"), ("db_max_connections", "3")]).expect("valid");
+        assert_eq!(both.db_max_connections, 3, "an explicit size wins");
+        let here = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        assert_eq!(dev(&[]).expect("valid").db_max_connections, 2 * here + 4);
+        assert_eq!(dev(&[("db_cores", "0")]).unwrap_err().setting, "ACP_DB_CORES");
+        assert_eq!(
+            dev(&[("db_max_connections", "0")]).unwrap_err().setting,
+            "ACP_DB_MAX_CONNECTIONS"
+        );
+        assert_eq!(dev(&[("db_cores", "many")]).unwrap_err().setting, "ACP_DB_CORES");
     }
 
     #[test]

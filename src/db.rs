@@ -37,6 +37,9 @@ pub fn lazy_pool(settings: &Settings) -> Result<PgPool, DbError> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.db_max_connections)
         .min_connections(0)
+        // No ping before every acquire (a round trip per request): a broken connection fails its query, which
+        // answers 503 and is dropped by the pool.
+        .test_before_acquire(false)
         // sqlx opens connections inside `acquire`, so this bounds connecting as well as waiting for a free slot.
         .acquire_timeout(settings.db_acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))

@@ -16,6 +16,21 @@
 //! | `expired` | 400 `invalid_state` | 200 | 400 `invalid_state` | 405 `invalid_state` |
 //!
 //! GET never writes: a session past its expiry is shown `expired` and the sweeper persists it under a lock.
+//!
+//! Round trips per request (statements plus BEGIN/COMMIT; one pooled connection, no ping on acquire). Create,
+//! update and cancel run in the request's transaction, which the idempotency layer opened and claimed the key in
+//! (see `crate::http::idempotent`); authentication adds 0 statements for the environment agent, 1 for a stored
+//! agent (the agent and its signature policy in one read), outside the transaction:
+//!
+//! | endpoint | round trips | statements |
+//! |---|---|---|
+//! | create | 9 (8 without limited promotions) | BEGIN, claim (advisory lock + record read), catalog, rules version, redemption counts (only when the rules have a limited promotion), insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once |
+//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts (as for create), save, record, COMMIT; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
+//! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save, funnel event, record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
+//! | GET | 1 | one SELECT on a pooled connection, no transaction |
+//!
+//! Each of create, update and cancel commits exactly one transaction (`tests/api/round_trips.rs` counts them from
+//! `pg_stat_database.xact_commit`).
 
 use std::collections::HashMap;
 
@@ -278,10 +293,13 @@ impl Checkout {
         Ok(session)
     }
 
-    /// Cancels the session; `reason` is the intent trace's reason code, kept with the funnel event.
+    /// Cancels the session; `reason` is the intent trace's reason code, kept with the funnel event. A payment of
+    /// this session that waits for 3-D Secure is canceled at the PSP first (through `pool`: the network call
+    /// holds this session's row lock, which only concurrent calls on this same ending session wait for).
     pub async fn cancel(
         &self,
         conn: &mut PgConnection,
+        pool: &PgPool,
         agent_id: &str,
         id: &str,
         reason: Option<&str>,
@@ -298,6 +316,9 @@ impl Checkout {
                 in_progress: false,
                 message: format!("A {} checkout session cannot be canceled", session.status.as_str()),
             });
+        }
+        if let Some(waiting) = attempt::live_for_session(conn, &session.id).await? {
+            self.retire(pool, &waiting).await?;
         }
         session.status = Status::Canceled;
         session.computed.messages = vec![Message::info("Checkout session has been canceled.")];
@@ -347,22 +368,6 @@ impl Checkout {
                 message: format!("The checkout session is {} and can no longer change", s.as_str()),
             }),
             _ => Ok(session),
-        }
-    }
-
-    /// Cancels at the PSP a payment of this session that waits for 3-D Secure, before the session itself is
-    /// canceled (outside any transaction: it is a network call).
-    pub async fn retire_waiting_payment(&self, pool: &PgPool, agent_id: &str, id: &str) -> Result<(), CheckoutError> {
-        let mut conn = pool.acquire().await?;
-        let session = load(&mut conn, agent_id, id, false).await?;
-        if session.status.is_terminal() || session.status == Status::CompleteInProgress {
-            return Ok(());
-        }
-        let waiting = attempt::live_for_session(&mut conn, &session.id).await?;
-        drop(conn);
-        match waiting {
-            Some(waiting) => self.retire(pool, &waiting).await,
-            None => Ok(()),
         }
     }
 

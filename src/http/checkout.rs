@@ -1,4 +1,6 @@
 //! The five ACP checkout endpoints. Handlers parse (wire adapter), run the use case in a transaction, render.
+//! Create, update and cancel run in the request's transaction when it carried an Idempotency-Key (the layer
+//! claimed the key in it and stores the answer in it: see [`idempotent`]); GET is one statement, no transaction.
 
 use axum::{
     Router,
@@ -12,7 +14,7 @@ use axum::{
 use super::{
     AppState,
     extract::{AcpBody, AcpCall, checked},
-    idempotent::{self, MaybeIdempotency, into_response, json_response},
+    idempotent::{self, MaybeIdempotency, RequestTx, into_response, json_response},
     limits::ResourceId,
 };
 use crate::{
@@ -116,40 +118,31 @@ fn rendered(state: &AppState, call: &AcpCall, status: StatusCode, session: &Sess
     json_response(status, &call.adapter.render(session, &state.wire))
 }
 
-/// Sends `response` after storing it as the idempotent answer in the same transaction as the business write.
-async fn commit_with(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    idem: &MaybeIdempotency,
-    response: StoredResponse,
-) -> Result<Response, ApiError> {
-    idem.finish(&mut tx, &response).await?;
-    tx.commit().await?;
-    Ok(into_response(response))
-}
-
 async fn create(
     State(state): State<AppState>,
     call: AcpCall,
-    idem: MaybeIdempotency,
+    work: RequestTx,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
     let adapter = call.adapter;
     async {
         let input = call.adapter.create(checked(&state, &call, Operation::Create, body)?)?;
-        let mut tx = state.db.begin().await?;
+        let mut tx = work.open(&state.db).await?;
         let session = state
             .checkout
-            .create(&mut tx, &call.agent_id, call.version, input)
+            .create(tx.conn()?, &call.agent_id, call.version, input)
             .await?;
         tracing::info!(checkout_session_id = %session.id, status = session.status.as_str(), "checkout session created");
-        commit_with(tx, &idem, rendered(&state, &call, StatusCode::CREATED, &session)).await
+        tx.close(rendered(&state, &call, StatusCode::CREATED, &session)).await
     }
     .await
     .map_err(|e| e.for_version(adapter))
 }
 
+/// One statement on a pooled connection, outside any transaction.
 async fn fetch(State(state): State<AppState>, call: AcpCall, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     async {
+        // Acquiring sends nothing (no ping: `test_before_acquire` is off); the read is the only round trip.
         let mut conn = state.db.acquire().await?;
         let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
         Ok(into_response(rendered(&state, &call, StatusCode::OK, &session)))
@@ -161,16 +154,16 @@ async fn fetch(State(state): State<AppState>, call: AcpCall, ResourceId(id): Res
 async fn update(
     State(state): State<AppState>,
     call: AcpCall,
-    idem: MaybeIdempotency,
+    work: RequestTx,
     ResourceId(id): ResourceId,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
     let adapter = call.adapter;
     async {
         let input = call.adapter.update(checked(&state, &call, Operation::Update, body)?)?;
-        let mut tx = state.db.begin().await?;
-        let session = state.checkout.update(&mut tx, &call.agent_id, &id, input).await?;
-        commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+        let mut tx = work.open(&state.db).await?;
+        let session = state.checkout.update(tx.conn()?, &call.agent_id, &id, input).await?;
+        tx.close(rendered(&state, &call, StatusCode::OK, &session)).await
     }
     .await
     .map_err(|e| e.for_version(adapter))
@@ -179,7 +172,7 @@ async fn update(
 async fn cancel(
     State(state): State<AppState>,
     call: AcpCall,
-    idem: MaybeIdempotency,
+    work: RequestTx,
     ResourceId(id): ResourceId,
     AcpBody(body): AcpBody,
 ) -> Result<Response, ApiError> {
@@ -188,16 +181,12 @@ async fn cancel(
         // The body is optional; when present it must match the version's schema.
         let body = checked(&state, &call, Operation::Cancel, body)?;
         let reason = crate::analytics::events::cancel_reason(Some(&body));
-        state
-            .checkout
-            .retire_waiting_payment(&state.db, &call.agent_id, &id)
-            .await?;
-        let mut tx = state.db.begin().await?;
+        let mut tx = work.open(&state.db).await?;
         let session = state
             .checkout
-            .cancel(&mut tx, &call.agent_id, &id, reason.as_deref())
+            .cancel(tx.conn()?, &state.db, &call.agent_id, &id, reason.as_deref())
             .await?;
-        commit_with(tx, &idem, rendered(&state, &call, StatusCode::OK, &session)).await
+        tx.close(rendered(&state, &call, StatusCode::OK, &session)).await
     }
     .await
     .map_err(|e| e.for_version(adapter))

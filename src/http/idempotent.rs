@@ -1,10 +1,34 @@
 //! The idempotency layer in front of every checkout POST (see `crate::idempotency` for the rules).
 //!
 //! Order of checks: auth → API-Version → key presence and shape → body size → claim the key (replay, 409, 422)
-//! → handler. A handler that writes business rows finishes the claim inside its own transaction
-//! ([`ClaimHandle::finish`]); any other 2xx/4xx is stored here afterwards; a 5xx releases the key (or, once a
-//! payment was attempted, keeps it and ends its lease). The claim's lease is renewed by a heartbeat while the
-//! request runs.
+//! → handler. Two ways to claim:
+//!
+//! - **One transaction** (create, update, cancel): the layer opens the request's transaction and claims the key
+//!   in its first statement ([`idempotency::claim_in_transaction`]: a transaction-scoped advisory lock on the
+//!   key's scope, and the scope's record read under it); the handler runs its business work in that same
+//!   transaction ([`RequestTx`]); the layer then inserts the record, finished, with any 2xx/4xx answer and
+//!   commits. A 5xx (or a transient 409) rolls everything back: nothing stored, the key free. A concurrent
+//!   duplicate finds the lock taken and gets 409 `idempotency_in_flight` at once. No lease, no heartbeat: the lock
+//!   lives as long as the transaction.
+//! - **Committed claim** (complete, and the admin POSTs): the record is claimed `in_flight` in its own
+//!   statements before the handler runs, because a complete's claim must survive its PSP call; the handler
+//!   finishes it in its business transaction ([`ClaimHandle::finish`]); any other 2xx/4xx is stored here
+//!   afterwards; a 5xx releases the key (or, once a payment was attempted, keeps it and ends its lease). A
+//!   heartbeat renews the lease while the request runs.
+//!
+//! Round trips per request (statements plus BEGIN/COMMIT, on one pooled connection, no ping on acquire):
+//! authentication costs 0 for the environment agent and 1 statement (agent and signature policy together) for a
+//! stored agent, before any of the below.
+//!
+//! | endpoint | round trips | of which |
+//! |---|---|---|
+//! | create | 9 (8 without limited promotions) | BEGIN, claim, catalog, rules version, redemption counts (only with limited promotions), insert session, funnel event, record, COMMIT (+ a second funnel event when it is ready at once) |
+//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts, save, record, COMMIT (+ a funnel event on becoming ready) |
+//! | cancel | 8 | BEGIN, claim, load for update, waiting-payment read, save, funnel event, record, COMMIT |
+//! | replay / 409 / 422 | 3 | BEGIN, claim, ROLLBACK |
+//! | GET (no key) | 1 | one SELECT, no transaction |
+//!
+//! See `crate::checkout::service` for the same counts from the use cases' side.
 
 use axum::{
     body::{Body, to_bytes},
@@ -13,13 +37,16 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::{AppState, extract::AcpCall};
 use crate::{
     error::ApiError,
-    idempotency::{self, Begin, Claim, ClaimHandle, IdempotencyError, Policy, RecoveryPoint, Scope, StoredResponse},
+    idempotency::{
+        self, Begin, Claim, ClaimHandle, Claimed, IdempotencyError, Policy, RecoveryPoint, Scope, StoredResponse,
+    },
 };
 
 const MAX_KEY_CHARS: usize = 255;
@@ -123,7 +150,16 @@ async fn guarded(state: &AppState, request: Request, next: Next) -> Result<Respo
         // Only versions where the key is optional get here; they run without idempotency.
         return Ok(next.run(Request::from_parts(parts, body)).await);
     };
-    claim_and_run(state, parts, body, next, call.agent_id, key).await
+    if keeps_committed_claim(parts.uri.path()) {
+        return claim_and_run(state, parts, body, next, call.agent_id, key).await;
+    }
+    run_in_one_transaction(state, parts, body, next, call.agent_id, key).await
+}
+
+/// Complete keeps its committed claim: it must survive the PSP call (and resume after a crash).
+fn keeps_committed_claim(path: &str) -> bool {
+    path.strip_prefix("/checkout_sessions/")
+        .is_some_and(|rest| rest.ends_with("/complete"))
 }
 
 /// The owner of admin keys: one scope for the merchant's operators.
@@ -163,25 +199,9 @@ async fn claim_and_run(
     owner: String,
     key: String,
 ) -> Result<Response, Response> {
-    let limit = state.settings.max_body_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request bodies are limited to {limit} bytes"),
-        )
-        .into_response()
-    })?;
-    let scope = Scope {
-        agent_id: owner,
-        method: "POST".into(),
-        path: parts.uri.path().to_owned(),
-        key,
-    };
-    let policy = Policy {
-        lease: state.settings.idempotency_lease,
-        retention: state.settings.idempotency_retention,
-    };
+    let bytes = buffered(state, body).await?;
+    let scope = scope_of(&parts, owner, key);
+    let policy = policy(state);
     let adapter = parts.extensions.get::<AcpCall>().map(|c| c.adapter);
     let version = adapter;
     let begun = idempotency::begin(
@@ -195,27 +215,9 @@ async fn claim_and_run(
     .map_err(|e| ApiError::from(e).into_response())?;
     let claim = match begun {
         Begin::Proceed(claim) => claim,
-        Begin::Replay(stored) => {
-            crate::observability::metrics::record_idempotent_replay();
-            let mut response = into_response(stored);
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
-        }
-        Begin::InFlight { retry_after_secs } => {
-            crate::observability::metrics::record_idempotency_conflict("in_flight");
-            return Err(versioned(in_flight(retry_after_secs), version));
-        }
-        Begin::Conflict => {
-            crate::observability::metrics::record_idempotency_conflict("body_mismatch");
-            let conflict = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_conflict",
-                "Idempotency-Key has already been used with a different request body",
-            );
-            return Err(versioned(conflict, version));
-        }
+        Begin::Replay(stored) => return Ok(replayed(stored)),
+        Begin::InFlight { retry_after_secs } => return Err(refused_in_flight(retry_after_secs, version)),
+        Begin::Conflict => return Err(refused_conflict(version)),
     };
     let heartbeat = keep_alive(state, &claim);
     let guard = ClaimHandle::new(claim);
@@ -223,6 +225,231 @@ async fn claim_and_run(
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     heartbeat.stop().await;
     Ok(settle(state, &guard, response).await)
+}
+
+async fn buffered(state: &AppState, body: Body) -> Result<axum::body::Bytes, Response> {
+    let limit = state.settings.max_body_bytes;
+    to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request bodies are limited to {limit} bytes"),
+        )
+        .into_response()
+    })
+}
+
+fn scope_of(parts: &Parts, owner: String, key: String) -> Scope {
+    Scope {
+        agent_id: owner,
+        method: "POST".into(),
+        path: parts.uri.path().to_owned(),
+        key,
+    }
+}
+
+fn policy(state: &AppState) -> Policy {
+    Policy {
+        lease: state.settings.idempotency_lease,
+        retention: state.settings.idempotency_retention,
+    }
+}
+
+fn replayed(stored: StoredResponse) -> Response {
+    crate::observability::metrics::record_idempotent_replay();
+    let mut response = into_response(stored);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn refused_in_flight(retry_after_secs: u64, version: Option<&'static dyn crate::protocol::Adapter>) -> Response {
+    crate::observability::metrics::record_idempotency_conflict("in_flight");
+    versioned(in_flight(retry_after_secs), version)
+}
+
+fn refused_conflict(version: Option<&'static dyn crate::protocol::Adapter>) -> Response {
+    crate::observability::metrics::record_idempotency_conflict("body_mismatch");
+    let conflict = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_conflict",
+        "Idempotency-Key has already been used with a different request body",
+    );
+    versioned(conflict, version)
+}
+
+/// The transaction of a request that claimed its key with [`idempotency::claim_in_transaction`]: the handler runs
+/// its business work in it ([`RequestTx::open`]), the layer stores the answer in it and commits.
+#[derive(Clone)]
+struct SharedTx(std::sync::Arc<Mutex<Option<Transaction<'static, Postgres>>>>);
+
+/// Where a create, update or cancel runs: the layer's transaction when the request carried a key, else one of
+/// its own (versions where the key is optional).
+pub struct RequestTx(Option<SharedTx>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestTx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<SharedTx>().cloned()))
+    }
+}
+
+/// A transaction a handler works in; [`OpenTx::close`] commits it when it is the handler's own, and leaves it to
+/// the layer (which stores the answer in it first) when it is the request's.
+pub enum OpenTx {
+    Shared(OwnedMutexGuard<Option<Transaction<'static, Postgres>>>),
+    Own(Transaction<'static, Postgres>),
+}
+
+impl RequestTx {
+    pub async fn open(&self, pool: &sqlx::PgPool) -> Result<OpenTx, ApiError> {
+        match &self.0 {
+            Some(shared) => Ok(OpenTx::Shared(shared.0.clone().lock_owned().await)),
+            None => Ok(OpenTx::Own(pool.begin().await?)),
+        }
+    }
+}
+
+impl OpenTx {
+    pub fn conn(&mut self) -> Result<&mut PgConnection, ApiError> {
+        match self {
+            Self::Shared(guard) => match guard.as_mut() {
+                Some(tx) => Ok(&mut **tx),
+                None => {
+                    tracing::error!("the request's transaction was already taken");
+                    Err(ApiError::internal())
+                }
+            },
+            Self::Own(tx) => Ok(&mut **tx),
+        }
+    }
+
+    /// Commits a transaction of the handler's own; the request's is committed by the layer with the answer.
+    pub async fn close(self, response: StoredResponse) -> Result<Response, ApiError> {
+        if let Self::Own(tx) = self {
+            tx.commit().await?;
+        }
+        Ok(into_response(response))
+    }
+}
+
+/// Create, update and cancel: claim, business work and the stored answer in one transaction (see the module
+/// docs).
+async fn run_in_one_transaction(
+    state: &AppState,
+    mut parts: Parts,
+    body: Body,
+    next: Next,
+    owner: String,
+    key: String,
+) -> Result<Response, Response> {
+    let bytes = buffered(state, body).await?;
+    let scope = scope_of(&parts, owner, key);
+    let fingerprint = idempotency::fingerprint(&bytes);
+    let adapter = parts.extensions.get::<AcpCall>().map(|c| c.adapter);
+    let db_failure = |e: sqlx::Error| versioned(ApiError::from(e), adapter);
+    let mut tx = state.db.begin().await.map_err(db_failure)?;
+    let claimed = idempotency::claim_in_transaction(&mut tx, &scope, &fingerprint)
+        .await
+        .map_err(db_failure)?;
+    let refusal = match claimed {
+        Claimed::Proceed => None,
+        Claimed::Replay(stored) => Some(Ok(replayed(stored))),
+        Claimed::InFlight { retry_after_secs } => Some(Err(refused_in_flight(retry_after_secs, adapter))),
+        Claimed::Conflict => Some(Err(refused_conflict(adapter))),
+    };
+    if let Some(answer) = refusal {
+        roll_back(tx).await;
+        return answer;
+    }
+    let shared = SharedTx(std::sync::Arc::new(Mutex::new(Some(tx))));
+    parts.extensions.insert(shared.clone());
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let tx = shared.0.lock().await.take();
+    let Some(tx) = tx else {
+        return Ok(response);
+    };
+    let answer = Answer {
+        scope: &scope,
+        fingerprint: &fingerprint,
+        adapter,
+    };
+    Ok(seal(state, tx, &answer, response).await)
+}
+
+/// What identifies the answer being stored.
+struct Answer<'a> {
+    scope: &'a Scope,
+    fingerprint: &'a [u8],
+    adapter: Option<&'static dyn crate::protocol::Adapter>,
+}
+
+/// After the handler, in the request's transaction: a 5xx or a transient 409 rolls everything back (the key stays
+/// free); any other answer is stored, finished, and committed with the business work.
+async fn seal(
+    state: &AppState,
+    tx: Transaction<'static, Postgres>,
+    answer: &Answer<'_>,
+    response: Response,
+) -> Response {
+    let transient = response.extensions().get::<crate::error::Transient>().is_some();
+    if response.status().is_server_error() || transient {
+        roll_back(tx).await;
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        roll_back(tx).await;
+        return Response::from_parts(parts, Body::empty());
+    };
+    let stored = stored_answer(&parts, &bytes);
+    match store_and_commit(state, tx, answer, &stored).await {
+        Ok(true) => Response::from_parts(parts, Body::from(bytes)),
+        // A duplicate committed between our claim's snapshot and our lock: its answer stands, ours is undone.
+        Ok(false) => refused_in_flight(1, answer.adapter),
+        Err(e) => {
+            tracing::error!(error = %e, "could not commit a request with its idempotent answer; nothing was kept");
+            versioned(ApiError::from(e), answer.adapter)
+        }
+    }
+}
+
+fn stored_answer(parts: &axum::http::response::Parts, bytes: &[u8]) -> StoredResponse {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    StoredResponse {
+        status: parts.status.as_u16(),
+        headers: vec![("content-type".into(), content_type.to_owned())],
+        body: bytes.to_vec(),
+    }
+}
+
+/// Inserts the finished record and commits; false (rolled back) when the key's record appeared meanwhile.
+async fn store_and_commit(
+    state: &AppState,
+    mut tx: Transaction<'static, Postgres>,
+    answer: &Answer<'_>,
+    stored: &StoredResponse,
+) -> Result<bool, sqlx::Error> {
+    let version = answer.adapter.map(|a| a.version());
+    let policy = policy(state);
+    if !idempotency::record_finished(&mut tx, answer.scope, answer.fingerprint, policy, version, stored).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn roll_back(tx: Transaction<'static, Postgres>) {
+    if let Err(e) = tx.rollback().await {
+        tracing::warn!(error = %e, "could not roll back a request's transaction; the connection is discarded");
+    }
 }
 
 /// The running lease renewal of one claim.

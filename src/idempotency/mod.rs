@@ -508,6 +508,157 @@ pub async fn yield_for_attempt(conn: &mut PgConnection, attempt_id: &str) -> Res
     Ok(())
 }
 
+/// What the one-transaction claim ([`claim_in_transaction`]) found.
+#[derive(Debug)]
+pub enum Claimed {
+    /// The key is free (or its record expired, or its holder died): run the request in this transaction and
+    /// store the answer with [`record_finished`] before committing.
+    Proceed,
+    Replay(StoredResponse),
+    InFlight {
+        retry_after_secs: u64,
+    },
+    Conflict,
+}
+
+/// The advisory-lock id of a scope: 64 bits of the SHA-256 of its four parts (each length-prefixed, so no two
+/// scopes share an encoding).
+pub fn scope_lock_id(scope: &Scope) -> i64 {
+    let mut h = Sha256::new();
+    for part in [&scope.agent_id, &scope.method, &scope.path, &scope.key] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+#[derive(sqlx::FromRow)]
+struct Locked {
+    locked: bool,
+    fingerprint: Option<Vec<u8>>,
+    state: Option<String>,
+    lease_over: Option<bool>,
+    expired: Option<bool>,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
+    lease_left: Option<f64>,
+}
+
+/// The claim's one statement (see [`claim_in_transaction`]).
+static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "select l.locked, r.fingerprint, r.state, r.lease_over, r.expired,
+                    r.response_status, r.response_headers, r.response_body, r.lease_left
+             from (select pg_try_advisory_xact_lock($5) as locked) l
+             left join lateral (
+                 select fingerprint, state, lease_until <= now() as lease_over, ({EXPIRED}) as expired,
+                        response_status, response_headers, response_body,
+                        greatest(extract(epoch from lease_until - now()), 0)::float8 as lease_left
+                 from idempotency_record
+                 where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and l.locked
+             ) r on true"
+    )
+});
+
+/// Claims `scope` for the caller's transaction in one statement: a transaction-scoped advisory lock on the scope
+/// (not obtained: the same request is running, 409 at once) and the scope's record, read only once the lock is
+/// held. The lock lives until the transaction ends, so no lease or heartbeat is needed; the record is written
+/// once, finished, by [`record_finished`] in the same transaction. A record left by the committed-claim path
+/// ([`begin`]) keeps its meaning: in flight under a live lease → 409; lease over (its holder died before
+/// committing anything) or past retention → deleted in this transaction and the request runs.
+#[tracing::instrument(name = "db.idempotency.claim", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
+pub async fn claim_in_transaction(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    fingerprint: &[u8],
+) -> Result<Claimed, sqlx::Error> {
+    // The lock is taken in a subquery the record's lateral read depends on, so the read runs after it.
+    let found: Locked = scoped_as(CLAIM_SQL.as_str(), scope)
+        .bind(scope_lock_id(scope))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !found.locked {
+        return Ok(Claimed::InFlight { retry_after_secs: 1 });
+    }
+    let Some(state) = found.state else {
+        return Ok(Claimed::Proceed);
+    };
+    if found.expired == Some(true) {
+        return forget_stale(conn, scope).await;
+    }
+    // A different body is a conflict whatever the record's state (DIGEST §2.5 gap (b)).
+    if found.fingerprint.as_deref() != Some(fingerprint) {
+        return Ok(Claimed::Conflict);
+    }
+    if state == "finished" {
+        return Ok(Claimed::Replay(stored(
+            found.response_status,
+            found.response_headers,
+            found.response_body,
+        )));
+    }
+    if found.lease_over != Some(true) {
+        return Ok(Claimed::InFlight {
+            retry_after_secs: (found.lease_left.unwrap_or(1.0).ceil() as u64).clamp(1, 60),
+        });
+    }
+    forget_stale(conn, scope).await
+}
+
+/// Deletes an expired record, or an in-flight one whose holder died before any payment attempt, in the claiming
+/// transaction (a record linked to an open payment attempt is kept, and the request waits).
+async fn forget_stale(conn: &mut PgConnection, scope: &Scope) -> Result<Claimed, sqlx::Error> {
+    let deleted = scoped(
+        "delete from idempotency_record
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4
+           and (state = 'finished' or recovery_point = 'started')",
+        scope,
+    )
+    .execute(conn)
+    .await?;
+    Ok(if deleted.rows_affected() == 1 {
+        Claimed::Proceed
+    } else {
+        Claimed::InFlight { retry_after_secs: 1 }
+    })
+}
+
+/// Stores `response` as the key's answer, finished, in the transaction that claimed it with
+/// [`claim_in_transaction`]. False when a record appeared meanwhile: a duplicate that committed between this
+/// transaction's claim snapshot and its lock; the caller must roll back (the duplicate's answer stands).
+#[tracing::instrument(name = "db.idempotency.record", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
+pub async fn record_finished(
+    conn: &mut PgConnection,
+    scope: &Scope,
+    fingerprint: &[u8],
+    policy: Policy,
+    api_version: Option<&str>,
+    response: &StoredResponse,
+) -> Result<bool, sqlx::Error> {
+    let inserted = scoped(
+        "insert into idempotency_record
+             (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at,
+              api_version, response_status, response_headers, response_body)
+         values ($1, $2, $3, $4, $5, 'finished', $6, now(), now() + $7 * interval '1 millisecond', $8, $9, $10, $11)
+         on conflict do nothing",
+        scope,
+    )
+    .bind(fingerprint)
+    .bind(Uuid::new_v4())
+    .bind(millis(policy.retention))
+    .bind(api_version)
+    .bind(response.status as i16)
+    .bind(serde_json::to_value(&response.headers).unwrap_or_default())
+    .bind(&response.body)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
 /// Deletes records past their retention; returns how many.
 pub async fn sweep_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(

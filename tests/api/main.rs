@@ -45,3 +45,5 @@ mod order_page;
 mod dashboard;
 // Issue 14: round trips of complete (rules cache, promotion counters, usage limits under concurrency).
 mod rules_round_trips;
+// Issue 14: one transaction per create, update and cancel; one statement per GET.
+mod round_trips;
