@@ -43,3 +43,5 @@ mod compose;
 mod order_page;
 // Issue 13: the merchant dashboard.
 mod dashboard;
+// Issue 14: the webhook worker that keeps up.
+mod webhook_throughput;
