@@ -8,10 +8,10 @@ alter table webhook_event add column holder uuid, add column lease_until timesta
 alter table webhook_event add constraint webhook_event_lease_check
     check ((status = 'delivering') = (holder is not null and lease_until is not null));
 
--- The due query: pending events by due time, and claims whose lease has ended.
-create index webhook_event_lease_idx on webhook_event (lease_until) where status = 'delivering';
+-- The claim scans undelivered events in sequence order (delivered ones, the bulk of the table, are not in it); it
+-- replaces the index of pending events by due time.
+drop index webhook_event_due_idx;
+create index webhook_event_claim_idx on webhook_event (sequence) where status in ('pending', 'delivering');
 -- Per-order ordering: "is an earlier event of this order still undelivered?" reads only undelivered events.
 create index webhook_event_undelivered_idx on webhook_event (order_id, sequence)
     where status in ('pending', 'delivering');
--- The metrics gauge and the dashboard count undelivered events (pending or being delivered).
-create index webhook_event_backlog_idx on webhook_event (created_at) where status in ('pending', 'delivering');

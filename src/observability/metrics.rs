@@ -198,7 +198,7 @@ fn refresh_pool_gauges(pool: &PgPool) {
 }
 
 /// Undelivered events (pending, or claimed and being delivered: both are backlog) and the age of the oldest, from
-/// the partial index on undelivered events.
+/// the rows of the partial index on undelivered events.
 async fn refresh_webhook_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     let (depth, oldest): (i64, Option<f64>) = sqlx::query_as(
         "select count(*), extract(epoch from now() - min(created_at))::float8

@@ -30,11 +30,13 @@ pub struct Claimed {
 /// next attempt, or `delivering` under a lease that has ended (its worker died or stalled). Per-order ordering:
 /// an event is eligible only when no earlier event of its order is undelivered (pending or being delivered), so a
 /// batch holds at most the earliest undelivered event of each order. `SKIP LOCKED` keeps concurrent claims apart.
+/// The plain `status in (…)` lets the planner walk the partial index of undelivered events in sequence order.
 pub async fn claim(pool: &PgPool, holder: Uuid, limit: u32, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut claimed: Vec<Claimed> = sqlx::query_as(
         "with due as (
              select e.event_id from webhook_event e
-             where ((e.status = 'pending' and e.next_attempt_at <= now())
+             where e.status in ('pending', 'delivering')
+               and ((e.status = 'pending' and e.next_attempt_at <= now())
                     or (e.status = 'delivering' and e.lease_until < now()))
                and not exists (select 1 from webhook_event p
                                where p.order_id = e.order_id and p.sequence < e.sequence
@@ -118,13 +120,14 @@ pub async fn record(
     Ok(done.rows_affected() == 1)
 }
 
-/// Extends every lease `holder` still has to `lease` from now.
-pub async fn renew(pool: &PgPool, holder: Uuid, lease: Duration) -> Result<u64, sqlx::Error> {
+/// Extends the leases `holder` still has on `events` to `lease` from now.
+pub async fn renew(pool: &PgPool, holder: Uuid, events: &[Uuid], lease: Duration) -> Result<u64, sqlx::Error> {
     let renewed = sqlx::query(
-        "update webhook_event set lease_until = now() + $2 * interval '1 millisecond'
-         where holder = $1 and status = 'delivering'",
+        "update webhook_event set lease_until = now() + $3 * interval '1 millisecond'
+         where holder = $1 and status = 'delivering' and event_id = any($2)",
     )
     .bind(holder)
+    .bind(events)
     .bind(millis(lease))
     .execute(pool)
     .await?;

@@ -13,7 +13,9 @@
 //!    this worker still holds the lease. Each event is recorded as soon as its attempt ends, so the next event of
 //!    its order becomes due without waiting for the rest of the batch.
 //!
-//! **Leases.** While it holds claims the worker renews them every third of the lease (one statement for all). The
+//! **Leases.** While it holds claims the worker renews those it has a delivery task for every third of the lease
+//! (one statement for all); if a renewal failed and a lapsed claim comes back to the same worker, the delivery
+//! already under way is not started twice. The
 //! lease is also longer than the client timeout (checked at start-up), so an attempt under way keeps its event even
 //! when one renewal is late. A worker that dies (crash, SIGKILL) stops renewing: when its leases end the events are
 //! due again and another worker delivers them with the same `Webhook-Id` (at-least-once). A crash between the
@@ -36,7 +38,7 @@
 //! is dead-lettered (replayable through the admin API).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -185,6 +187,21 @@ struct Worker {
     holder: Uuid,
     total: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Events this worker has a delivery task for. A claim that lapsed (a renewal failed) and came back to this
+    /// same worker is not delivered twice at once.
+    in_hand: Mutex<HashSet<Uuid>>,
+}
+
+/// Removes an event from the worker's hand when its delivery task ends, however it ends (aborted included).
+struct InHand {
+    worker: Arc<Worker>,
+    event_id: Uuid,
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.worker.hand().remove(&self.event_id);
+    }
 }
 
 impl Worker {
@@ -195,7 +212,12 @@ impl Worker {
             config,
             holder: Uuid::new_v4(),
             per_destination: Mutex::new(HashMap::new()),
+            in_hand: Mutex::new(HashSet::new()),
         }
+    }
+
+    fn hand(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_hand.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Claims up to `limit` events and starts a delivery task for each; returns how many it claimed.
@@ -223,15 +245,28 @@ impl Worker {
         };
         let count = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
         for event in claimed {
+            if !self.hand().insert(event.event_id) {
+                continue;
+            }
+            let held = InHand {
+                worker: self.clone(),
+                event_id: event.event_id,
+            };
             let destination = destinations.get(&event.agent_id).cloned();
-            deliveries.spawn(self.clone().deliver(event, destination, stop.clone()));
+            deliveries.spawn(self.clone().deliver(event, destination, stop.clone(), held));
         }
         Ok(count)
     }
 
     /// One attempt for `event`, then its record. Returns without an attempt if the worker stops before a slot
     /// frees up (the claim is released with the others).
-    async fn deliver(self: Arc<Self>, event: Claimed, destination: Option<Arc<Destination>>, stop: CancellationToken) {
+    async fn deliver(
+        self: Arc<Self>,
+        event: Claimed,
+        destination: Option<Arc<Destination>>,
+        stop: CancellationToken,
+        _held: InHand,
+    ) {
         let attempt = match destination.as_deref() {
             None => Attempt::failed(DeliveryError::Refused(
                 "the agent has no webhook URL or secret configured".into(),
@@ -309,7 +344,8 @@ impl Worker {
     }
 
     async fn renew(&self) {
-        if let Err(e) = queue::renew(&self.pool, self.holder, self.config.lease).await {
+        let held: Vec<Uuid> = self.hand().iter().copied().collect();
+        if let Err(e) = queue::renew(&self.pool, self.holder, &held, self.config.lease).await {
             tracing::warn!(error = %e, "could not renew webhook leases");
         }
     }

@@ -384,6 +384,79 @@ async fn a_worker_that_died_holding_claims_has_them_redelivered_with_the_same_id
 }
 
 #[tokio::test]
+async fn leases_are_renewed_while_a_long_batch_waits_for_its_destination() {
+    let receiver = Receiver::start().await;
+    receiver.hold_each_for(250);
+    // One at a time, 8 × 250 ms: the batch outlives its 1.2 s lease unless it is renewed.
+    let app = app_for(
+        &receiver,
+        &[
+            ("webhook_per_destination", "1"),
+            ("webhook_lease_ms", "1200"),
+            ("webhook_timeout_ms", "1000"),
+        ],
+    )
+    .await;
+    queue_events(&app.db, "ord_long_", 8, 1).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&app.db, "delivering").await == 8
+        })
+        .await
+    );
+    // A second worker polls all along: a lapsed claim would be taken over and sent again, beside the first.
+    let stop = CancellationToken::new();
+    let config = WorkerConfig::from_settings(&app.state.settings, ENV_AGENT_ID).expect("worker config");
+    let second = tokio::spawn(worker::run(app.db.clone(), config, stop.clone()));
+    assert!(all_delivered(&app.db, 8, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    second.await.expect("second worker stops");
+    let log = receiver.log();
+    assert_eq!(
+        log.len(),
+        8,
+        "each event sent once: no claim lapsed and was taken over: {log:?}"
+    );
+    assert_eq!(receiver.peak(), 1, "only the first worker delivered");
+    let attempts: i64 = sqlx::query_scalar("select count(*) from webhook_attempt")
+        .fetch_one(&app.db)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, 8);
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_cannot_record_over_the_new_holder() {
+    let app = spawn_app_with(&[("webhook_worker_enabled", "false")]).await;
+    queue_events(&app.db, "ord_lost_", 1, 1).await;
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = queue::claim(&app.db, old, 8, Duration::from_millis(1))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = queue::claim(&app.db, new, 8, Duration::from_secs(60))
+        .await
+        .expect("claim again");
+    assert_eq!(second.len(), 1, "the ended lease made the event due again");
+    assert_eq!(second[0].event_id, first[0].event_id, "same event, same Webhook-Id");
+    let attempt = queue::AttemptRecord {
+        url: "http://127.0.0.1:9/".into(),
+        response_status: Some(200),
+        error: None,
+        duration_ms: 1,
+        last_error: None,
+    };
+    let stale = queue::record(&app.db, first[0].event_id, old, queue::NextState::Delivered, &attempt).await;
+    assert!(!stale.expect("record"), "the old holder's outcome is refused");
+    assert_eq!(count(&app.db, "delivering").await, 1, "still the new holder's");
+    let kept = queue::record(&app.db, first[0].event_id, new, queue::NextState::Delivered, &attempt).await;
+    assert!(kept.expect("record"), "the holder's outcome is kept");
+    assert_eq!(count(&app.db, "delivered").await, 1);
+}
+
+#[tokio::test]
 async fn a_destination_never_sees_more_than_its_bound_of_requests_at_once() {
     let receiver = Receiver::start().await;
     receiver.hold_each_for(60);
