@@ -29,9 +29,10 @@ pub struct Dashboard {
 
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct WebhookHealth {
+    /// Undelivered: pending, or claimed by a worker and being delivered.
     pub pending: i64,
     pub dead: i64,
-    /// Seconds since the oldest pending event was written; none without pending events.
+    /// Seconds since the oldest undelivered event was written; none without undelivered events.
     pub oldest_pending_secs: Option<i64>,
 }
 

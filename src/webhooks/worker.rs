@@ -14,10 +14,10 @@
 //!    its order becomes due without waiting for the rest of the batch.
 //!
 //! **Leases.** While it holds claims the worker renews those it has a delivery task for every third of the lease
-//! (one statement for all); if a renewal failed and a lapsed claim comes back to the same worker, the delivery
-//! already under way is not started twice. The
-//! lease is also longer than the client timeout (checked at start-up), so an attempt under way keeps its event even
-//! when one renewal is late. A worker that dies (crash, SIGKILL) stops renewing: when its leases end the events are
+//! (one statement for all), so a batch queued behind a slow destination keeps its claims however long it waits.
+//! The lease is also longer than the client timeout (checked at start-up), so an attempt under way keeps its event
+//! even when one renewal is late; and if a lapsed claim comes back to the same worker, the delivery already under
+//! way is not started twice. A worker that dies (crash, SIGKILL) stops renewing: when its leases end the events are
 //! due again and another worker delivers them with the same `Webhook-Id` (at-least-once). A crash between the
 //! receiver's 200 and the record has the same effect.
 //!
