@@ -124,6 +124,11 @@ const KEYS: &[&str] = &[
     "dashboard_session_ttl_secs",
     // Round trips (issue 14, helper C): the rules cache's fallback poll.
     "rules_poll_ms",
+    // Webhook delivery in leased batches (issue 14).
+    "webhook_batch_size",
+    "webhook_concurrency",
+    "webhook_per_destination",
+    "webhook_lease_ms",
 ];
 
 /// The agent key used in development when none is configured; printed by `demo`, refused in production.
@@ -420,6 +425,11 @@ struct RawSettings {
     // The merchant dashboard (issue 13).
     dashboard_session_ttl_secs: u64,
     rules_poll_ms: u64,
+    // Webhook delivery in leased batches (issue 14).
+    webhook_batch_size: u32,
+    webhook_concurrency: u32,
+    webhook_per_destination: u32,
+    webhook_lease_ms: u64,
 }
 
 /// ACP requires idempotency keys to be honoured for at least 24 hours.
@@ -515,6 +525,19 @@ pub struct Settings {
     pub required_interventions: Vec<String>,
     /// What `/.well-known/acp.json` advertises beyond the served versions and the catalog.
     pub discovery: DiscoverySettings,
+    /// Webhook delivery in leased batches (`ACP_WEBHOOK_BATCH_SIZE`, `_CONCURRENCY`, `_PER_DESTINATION`, `_LEASE_MS`).
+    pub webhook_delivery: WebhookDeliverySettings,
+}
+
+/// How the webhook worker claims and delivers: events claimed per batch, deliveries in flight in total and per
+/// destination (host and port), and how long a claim is held before another worker may take the event over.
+#[derive(Debug, Clone)]
+pub struct WebhookDeliverySettings {
+    pub batch_size: u32,
+    pub concurrency: u32,
+    pub per_destination: u32,
+    /// Longer than the client timeout (checked here), and renewed every third of it while held.
+    pub lease: Duration,
 }
 
 /// The discovery document's configurable parts.
@@ -622,9 +645,33 @@ fn first_figment_error(err: figment::Error) -> ConfigError {
 }
 
 impl RawSettings {
+    /// Batch, concurrency and lease of the webhook worker. The lease must outlast one attempt (the client timeout)
+    /// so that an attempt under way still holds its event even when one renewal is late.
+    fn webhook_delivery_settings(&self) -> Result<WebhookDeliverySettings, ConfigError> {
+        check_positive("webhook_batch_size", u64::from(self.webhook_batch_size))?;
+        check_positive("webhook_concurrency", u64::from(self.webhook_concurrency))?;
+        check_positive("webhook_per_destination", u64::from(self.webhook_per_destination))?;
+        if self.webhook_lease_ms <= self.webhook_timeout_ms {
+            return Err(ConfigError::new(
+                "webhook_lease_ms",
+                format!(
+                    "must be longer than ACP_WEBHOOK_TIMEOUT_MS ({} ms), so a claim outlasts the attempt it covers",
+                    self.webhook_timeout_ms
+                ),
+            ));
+        }
+        Ok(WebhookDeliverySettings {
+            batch_size: self.webhook_batch_size,
+            concurrency: self.webhook_concurrency,
+            per_destination: self.webhook_per_destination,
+            lease: Duration::from_millis(self.webhook_lease_ms),
+        })
+    }
+
     fn validate(self) -> Result<Settings, ConfigError> {
         let production = self.env == Environment::Production;
         let three_ds = self.three_ds_settings()?;
+        let webhook_delivery = self.webhook_delivery_settings()?;
         let agent_signature = self.agent_signature()?;
         check_positive("signature_tolerance_secs", self.signature_tolerance_secs)?;
         let tls = parse_tls_files(self.tls_cert.as_deref(), self.tls_key.as_deref())?;
@@ -844,6 +891,7 @@ impl RawSettings {
             otel,
             dashboard_session_ttl: Duration::from_secs(self.dashboard_session_ttl_secs),
             rules_poll: Duration::from_millis(self.rules_poll_ms),
+            webhook_delivery,
         };
         if production {
             check_production(&settings)?;

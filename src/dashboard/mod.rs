@@ -29,9 +29,10 @@ pub struct Dashboard {
 
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct WebhookHealth {
+    /// Undelivered: pending, or claimed by a worker and being delivered.
     pub pending: i64,
     pub dead: i64,
-    /// Seconds since the oldest pending event was written; none without pending events.
+    /// Seconds since the oldest undelivered event was written; none without undelivered events.
     pub oldest_pending_secs: Option<i64>,
 }
 
@@ -96,12 +97,13 @@ pub fn buckets(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, Da
     out
 }
 
-/// Pending and dead-lettered order webhooks and the age of the oldest pending one, in one query on the outbox.
+/// Undelivered (pending or being delivered) and dead-lettered order webhooks and the age of the oldest undelivered
+/// one, in one query on the outbox.
 pub async fn webhook_health(pool: &PgPool) -> Result<WebhookHealth, sqlx::Error> {
     sqlx::query_as(
-        "select count(*) filter (where status = 'pending') as pending,
+        "select count(*) filter (where status in ('pending', 'delivering')) as pending,
                 count(*) filter (where status = 'dead') as dead,
-                (extract(epoch from now() - min(created_at) filter (where status = 'pending')))::bigint
+                (extract(epoch from now() - min(created_at) filter (where status in ('pending', 'delivering'))))::bigint
                     as oldest_pending_secs
          from webhook_event",
     )

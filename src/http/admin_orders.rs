@@ -310,7 +310,8 @@ async fn show_delivery(
 async fn replay_one(State(state): State<AppState>, _: Admin, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     let id = parse_event_id(&id)?;
     let updated = sqlx::query(
-        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
+        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0,
+                holder = null, lease_until = null
          where event_id = $1 and status = 'dead'",
     )
     .bind(id)
@@ -328,7 +329,8 @@ async fn replay_one(State(state): State<AppState>, _: Admin, ResourceId(id): Res
 
 async fn replay_dead(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let updated = sqlx::query(
-        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0
+        "update webhook_event set status = 'pending', next_attempt_at = now(), client_error_attempts = 0,
+                holder = null, lease_until = null
          where status = 'dead'",
     )
     .execute(&state.db)

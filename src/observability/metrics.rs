@@ -78,7 +78,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Webhook delivery attempt latency"
     );
-    metrics::describe_gauge!(WEBHOOK_QUEUE_DEPTH, "Webhook events waiting for delivery");
+    metrics::describe_gauge!(
+        WEBHOOK_QUEUE_DEPTH,
+        "Webhook events not delivered yet (pending or being delivered)"
+    );
     metrics::describe_gauge!(
         WEBHOOK_OLDEST_AGE,
         metrics::Unit::Seconds,
@@ -194,11 +197,12 @@ fn refresh_pool_gauges(pool: &PgPool) {
     metrics::gauge!(DB_POOL_MAX).set(f64::from(pool.options().get_max_connections()));
 }
 
-/// Pending events and the age of the oldest, from the partial index on pending events.
+/// Undelivered events (pending, or claimed and being delivered: both are backlog) and the age of the oldest, from
+/// the rows of the partial index on undelivered events.
 async fn refresh_webhook_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     let (depth, oldest): (i64, Option<f64>) = sqlx::query_as(
         "select count(*), extract(epoch from now() - min(created_at))::float8
-         from webhook_event where status = 'pending'",
+         from webhook_event where status in ('pending', 'delivering')",
     )
     .fetch_one(pool)
     .await?;

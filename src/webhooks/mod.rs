@@ -1,6 +1,8 @@
 //! Signed order webhooks to the agent, from a durable outbox.
 
 pub mod client;
+pub mod destination;
 pub mod outbox;
+pub mod queue;
 pub mod signer;
 pub mod worker;

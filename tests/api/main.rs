@@ -47,3 +47,5 @@ mod dashboard;
 mod rules_round_trips;
 // Issue 14: one transaction per create, update and cancel; one statement per GET.
 mod round_trips;
+// Issue 14: the webhook worker that keeps up.
+mod webhook_throughput;
