@@ -135,6 +135,15 @@ pub enum Psp {
     FakeStripe,
 }
 
+impl Psp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Psp::Simulator => "simulator",
+            Psp::FakeStripe => "fake Stripe",
+        }
+    }
+}
+
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }

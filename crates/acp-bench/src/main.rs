@@ -366,6 +366,7 @@ struct Load<'a> {
 
 /// CPU readings taken before a scenario.
 struct Before {
+    at: Instant,
     server: Option<u64>,
     postgres: Option<u64>,
 }
@@ -373,6 +374,7 @@ struct Before {
 impl Load<'_> {
     fn before(&self) -> Before {
         Before {
+            at: Instant::now(),
             server: self.server.cpu_ticks(),
             postgres: self.cluster.cpu_ticks(),
         }
@@ -423,7 +425,9 @@ impl Load<'_> {
         before: Before,
         open_loop: Option<OpenLoopPlan>,
     ) -> ScenarioResult {
+        // Rates over the measurement window; CPU over the whole time the scenario ran (its tail included).
         let secs = wall.as_secs_f64().max(f64::EPSILON);
+        let elapsed = before.at.elapsed();
         let posts: usize = Endpoint::ALL
             .iter()
             .filter(|e| e.is_post())
@@ -432,7 +436,7 @@ impl Load<'_> {
         let result = ScenarioResult {
             name,
             agents,
-            wall_secs: wall.as_secs_f64(),
+            wall_secs: elapsed.as_secs_f64(),
             flows: tally.flows,
             flows_per_sec: tally.flows as f64 / secs,
             posts_per_sec: posts as f64 / secs,
@@ -440,8 +444,8 @@ impl Load<'_> {
             errors: tally.errors,
             endpoints: tally.summaries(wall),
             updates: tally.updates_summary(wall),
-            server_cpu_pct: procstat::cpu_percent(before.server, self.server.cpu_ticks(), wall, self.ticks),
-            postgres_cpu_pct: procstat::cpu_percent(before.postgres, self.cluster.cpu_ticks(), wall, self.ticks),
+            server_cpu_pct: procstat::cpu_percent(before.server, self.server.cpu_ticks(), elapsed, self.ticks),
+            postgres_cpu_pct: procstat::cpu_percent(before.postgres, self.cluster.cpu_ticks(), elapsed, self.ticks),
             server_peak_rss_bytes: self.server.peak_rss_bytes(),
             open_loop,
         };

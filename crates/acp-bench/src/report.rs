@@ -169,6 +169,9 @@ pub fn write(results: &Results, dir: &Path, stamp: &str) -> Result<String, Bench
 
 /// 12495.3 → "12 495"; small values keep two decimals.
 pub fn num(x: f64) -> String {
+    if x == 0.0 {
+        return "0".to_owned();
+    }
     if x.abs() < 10.0 {
         return format!("{x:.2}");
     }
@@ -209,11 +212,11 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(md, "# acp-bench {}\n", r.started_at);
     let _ = writeln!(
         md,
-        "Server `{}` ({}), PSP {:?}, PostgreSQL {} (fsync {}, synchronous_commit {}), {} CPUs; pinning: server {}, \
+        "Server `{}` ({}), PSP {}, PostgreSQL {} (fsync {}, synchronous_commit {}), {} CPUs; pinning: server {}, \
          PostgreSQL {}, load generator {}, pgbench {}. Each scenario {} s.\n",
         r.server.version,
         r.server.commit.as_deref().unwrap_or("commit unknown"),
-        r.args.psp,
+        r.args.psp.name(),
         r.postgres.version,
         r.postgres.settings.get("fsync").map_or("?", String::as_str),
         r.postgres
@@ -282,7 +285,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(md, "| unexpected responses | {} | 0 |\n", r.errors.total);
 
-    md.push_str("## Scenarios\n\n| scenario | agents | s | flows/s | POST/s | GET/s | server CPU | PostgreSQL CPU | errors |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Scenarios\n\n| scenario | agents | ran (s) | flows/s | POST/s | GET/s | server CPU | PostgreSQL CPU | errors |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in &r.scenarios {
         let _ = writeln!(
             md,
@@ -416,5 +419,6 @@ mod tests {
         assert_eq!(num(756.0), "756");
         assert_eq!(num(1234567.0), "1 234 567");
         assert_eq!(num(0.061), "0.06");
+        assert_eq!(num(0.0), "0");
     }
 }

@@ -31,9 +31,23 @@ pub struct Tally {
     /// Completed orders and the moment their complete response was received (the webhook lag starts there).
     pub orders: Vec<(String, Instant)>,
     pub sessions: Vec<String>,
+    /// The end of the measurement window: answers after it are left out of the rates and latencies (but a wrong
+    /// one is still an error). None: no window (the open loop, whose every scheduled flow counts).
+    window_end: Option<Instant>,
 }
 
 impl Tally {
+    fn within(window_end: Option<Instant>) -> Self {
+        Self {
+            window_end,
+            ..Self::default()
+        }
+    }
+
+    fn in_window(&self, at: Instant) -> bool {
+        self.window_end.is_none_or(|end| at <= end)
+    }
+
     fn merge(&mut self, other: Tally) {
         for (mine, theirs) in self.latencies.iter_mut().zip(other.latencies) {
             mine.extend(theirs);
@@ -46,7 +60,7 @@ impl Tally {
     }
 
     /// Records one step: its latency from `start` (the send time, or the scheduled time in the open loop) when it
-    /// answered as expected; otherwise an error, counted and logged, and no latency.
+    /// answered as expected inside the window; otherwise, when wrong, an error, counted and logged.
     fn record<T>(
         &mut self,
         errors: &ErrorLog,
@@ -56,7 +70,10 @@ impl Tally {
     ) -> Option<T> {
         match result {
             Ok(value) => {
-                self.latencies[endpoint.index()].push(start.elapsed());
+                let now = Instant::now();
+                if self.in_window(now) {
+                    self.latencies[endpoint.index()].push(now.saturating_duration_since(start));
+                }
                 Some(value)
             }
             Err(e) => {
@@ -137,7 +154,8 @@ impl Pace {
 }
 
 /// One full flow: create → update address → update fulfillment option → complete. Stops at the first
-/// unexpected response.
+/// unexpected response, and before a step due after the window: the window measures a steady state, not the
+/// drain of the flows under way at its end.
 async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, errors: &ErrorLog) {
     let start = pace.start(0).await;
     let Some(id) = tally.record(errors, Endpoint::Create, start, agent.create(variant).await) else {
@@ -147,6 +165,9 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         tally.sessions.push(id.clone());
     }
     let start = pace.start(1).await;
+    if !tally.in_window(start) {
+        return;
+    }
     if tally
         .record(errors, Endpoint::UpdateAddress, start, agent.update_address(&id).await)
         .is_none()
@@ -154,6 +175,9 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         return;
     }
     let start = pace.start(2).await;
+    if !tally.in_window(start) {
+        return;
+    }
     if tally
         .record(
             errors,
@@ -166,14 +190,21 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         return;
     }
     let start = pace.start(3).await;
+    if !tally.in_window(start) {
+        return;
+    }
     if let Some(order) = tally.record(errors, Endpoint::Complete, start, agent.complete(&id).await) {
-        tally.orders.push((order, Instant::now()));
-        tally.flows += 1;
+        let done = Instant::now();
+        // Every completed order is a webhook to wait for; only those inside the window count as flows.
+        tally.orders.push((order, done));
+        if tally.in_window(done) {
+            tally.flows += 1;
+        }
     }
 }
 
-/// `agents` agents each running full flows back to back for `duration`. Returns the tally and the wall time
-/// (until the last flow under way ended).
+/// `agents` agents each running full flows back to back for `duration`. Returns the tally and the measurement
+/// window (`duration`) the rates are taken over.
 pub async fn closed_loop(
     agent: &Agent,
     agents: usize,
@@ -187,7 +218,7 @@ pub async fn closed_loop(
     for a in 0..agents {
         let (agent, variants, errors) = (agent.clone(), variants.clone(), errors.clone());
         tasks.spawn(async move {
-            let mut tally = Tally::default();
+            let mut tally = Tally::within(Some(deadline));
             let mut n = a;
             while Instant::now() < deadline {
                 flow(&agent, &variants[n % variants.len()], Pace::Closed, &mut tally, &errors).await;
@@ -196,7 +227,7 @@ pub async fn closed_loop(
             tally
         });
     }
-    (join(tasks).await, started.elapsed())
+    (join(tasks).await, duration)
 }
 
 /// `agents` agents each reading existing sessions back to back for `duration`.
@@ -213,7 +244,7 @@ pub async fn get_only(
     for a in 0..agents {
         let (agent, sessions, errors) = (agent.clone(), sessions.clone(), errors.clone());
         tasks.spawn(async move {
-            let mut tally = Tally::default();
+            let mut tally = Tally::within(Some(deadline));
             let mut n = a;
             while Instant::now() < deadline && !sessions.is_empty() {
                 let start = Instant::now();
@@ -224,7 +255,7 @@ pub async fn get_only(
             tally
         });
     }
-    (join(tasks).await, started.elapsed())
+    (join(tasks).await, duration)
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -237,7 +268,8 @@ pub struct OpenLoopPlan {
 }
 
 /// Flows started at fixed times, `rate` per second for `duration`; the steps of a flow are due `gap` apart (a
-/// step whose predecessor answered late is sent at once, its latency still counted from when it was due).
+/// step whose predecessor answered late is sent at once, its latency still counted from when it was due). Every
+/// scheduled flow runs to its end; rates are taken over `duration`.
 pub async fn open_loop(
     agent: &Agent,
     rate: f64,
@@ -286,7 +318,7 @@ pub async fn open_loop(
         scheduled_flows: scheduled,
         refused_over_in_flight_limit: refused,
     };
-    (total, origin.elapsed(), plan)
+    (total, duration, plan)
 }
 
 /// Merges every task's tally; a task that panicked contributes nothing (its flows are simply not counted).
@@ -299,4 +331,53 @@ async fn join(mut tasks: JoinSet<Tally>) -> Tally {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrong() -> Result<(), Unexpected> {
+        Err(Unexpected {
+            endpoint: Endpoint::Get,
+            status: Some(500),
+            detail: "boom".to_owned(),
+        })
+    }
+
+    #[test]
+    fn answers_after_the_window_are_left_out_of_the_rates_but_wrong_ones_still_count() {
+        let errors = ErrorLog::new(1);
+        let start = Instant::now();
+        let mut closed = Tally::within(Some(start - Duration::from_millis(1)));
+        assert_eq!(closed.record(&errors, Endpoint::Get, start, Ok(7)), Some(7));
+        assert_eq!(closed.requests(Endpoint::Get), 0, "answered after the window");
+        assert_eq!(closed.record(&errors, Endpoint::Get, start, wrong()), None);
+        assert_eq!(closed.errors, 1);
+
+        let mut open = Tally::within(None);
+        open.record(&errors, Endpoint::Get, start, Ok(()));
+        open.record(&errors, Endpoint::Get, start, wrong());
+        assert_eq!(open.requests(Endpoint::Get), 1);
+        assert_eq!(open.errors, 1);
+        assert_eq!(errors.first().len(), 1, "only the first error is kept");
+    }
+
+    #[tokio::test]
+    async fn scheduled_steps_wait_until_due_and_count_from_then() {
+        let base = Instant::now();
+        let pace = Pace::Scheduled {
+            base,
+            gap: Duration::from_millis(5),
+        };
+        let due = base + Duration::from_millis(10);
+        assert_eq!(pace.start(2).await, due, "latency counts from the due time");
+        assert!(Instant::now() >= due, "the step was not sent early");
+        // A step already late is sent at once, still counted from when it was due.
+        let late = Pace::Scheduled {
+            base: base - Duration::from_secs(1),
+            gap: Duration::ZERO,
+        };
+        assert_eq!(late.start(0).await, base - Duration::from_secs(1));
+    }
 }
