@@ -305,8 +305,16 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
             jobs: args.pgbench_jobs,
             duration: args.duration,
         };
-        baselines.push(bench.l1(args.l1_clients, &std::env::temp_dir()).await?);
-        baselines.push(bench.l2(args.l2_clients, args.pgbench_scale).await?);
+        // A failing baseline costs its ratio, not the whole run's figures.
+        for baseline in [
+            bench.l1(args.l1_clients, &std::env::temp_dir()).await,
+            bench.l2(args.l2_clients, args.pgbench_scale).await,
+        ] {
+            match baseline {
+                Ok(b) => baselines.push(b),
+                Err(e) => eprintln!("acp-bench: pgbench baseline failed: {e}"),
+            }
+        }
     }
 
     let headline = report::headline(&results, &baselines);
