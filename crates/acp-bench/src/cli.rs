@@ -20,6 +20,12 @@ pub struct Args {
     #[serde(serialize_with = "as_secs")]
     pub duration: Duration,
 
+    /// Load before each closed-loop and GET-only window, left out of its figures: every agent gets past its first
+    /// flow, so the window sees a steady state rather than the start (at 512 agents a flow takes seconds).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub warmup: Duration,
+
     /// Virtual agents of the closed-loop flow levels (comma-separated); a 512 level gives the "flows/s at 512 ÷
     /// peak" figure.
     #[arg(short = 'N', long, value_delimiter = ',', default_value = "16,64,512")]

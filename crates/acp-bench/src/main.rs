@@ -36,7 +36,7 @@ use crate::{
     cluster::Cluster,
     error::BenchError,
     report::{Errors, Host, Pinning, Results, Rss, ScenarioResult, WebhookReport},
-    scenarios::{ErrorLog, OpenLoopPlan, Tally},
+    scenarios::{ErrorLog, OpenLoopPlan, Tally, Window},
     server::Server,
 };
 
@@ -258,13 +258,12 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
     let mut results: Vec<ScenarioResult> = Vec::new();
 
     for &agents in &args.agents {
-        let (tally, result) = load.flows(agents, args.duration).await;
+        let (tally, result) = load.flows(agents, Window::after(args.warmup, args.duration)).await;
         absorb(&mut completed, &mut sessions, tally);
         results.push(result);
     }
-    let (tally, result) = load
-        .gets(args.get_agents, args.duration, Arc::new(sessions.clone()))
-        .await;
+    let window = Window::after(args.warmup, args.duration);
+    let (tally, result) = load.gets(args.get_agents, window, Arc::new(sessions.clone())).await;
     absorb(&mut completed, &mut sessions, tally);
     results.push(result);
     let peak = results
@@ -388,21 +387,18 @@ impl Load<'_> {
         }
     }
 
-    async fn flows(&self, agents: usize, duration: Duration) -> (Tally, ScenarioResult) {
-        eprintln!("flows: {agents} agents for {duration:?}…");
+    async fn flows(&self, agents: usize, window: Window) -> (Tally, ScenarioResult) {
+        eprintln!("flows: {agents} agents, measured after a warm-up…");
         let before = self.before();
-        let (tally, wall) = scenarios::closed_loop(&self.agent, agents, duration, &self.variants, &self.errors).await;
+        let (tally, wall) = scenarios::closed_loop(&self.agent, agents, window, &self.variants, &self.errors).await;
         let result = self.result(format!("flows @{agents}"), Some(agents), &tally, wall, before, None);
         (tally, result)
     }
 
-    async fn gets(&self, agents: usize, duration: Duration, sessions: Arc<Vec<String>>) -> (Tally, ScenarioResult) {
-        eprintln!(
-            "get: {agents} agents over {} sessions for {duration:?}…",
-            sessions.len()
-        );
+    async fn gets(&self, agents: usize, window: Window, sessions: Arc<Vec<String>>) -> (Tally, ScenarioResult) {
+        eprintln!("get: {agents} agents over {} sessions…", sessions.len());
         let before = self.before();
-        let (tally, wall) = scenarios::get_only(&self.agent, agents, duration, &sessions, &self.errors).await;
+        let (tally, wall) = scenarios::get_only(&self.agent, agents, window, &sessions, &self.errors).await;
         let result = self.result("get".to_owned(), Some(agents), &tally, wall, before, None);
         (tally, result)
     }

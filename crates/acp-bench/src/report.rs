@@ -213,7 +213,8 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Server `{}` ({}), PSP {}, PostgreSQL {} (fsync {}, synchronous_commit {}), {} CPUs; pinning: server {}, \
-         PostgreSQL {}, load generator {}, pgbench {}. Each scenario {} s.\n",
+         PostgreSQL {}, load generator {}, pgbench {}. Each scenario measured over {} s (closed-loop and GET-only \
+         after a {} s warm-up).\n",
         r.server.version,
         r.server.commit.as_deref().unwrap_or("commit unknown"),
         r.args.psp.name(),
@@ -229,6 +230,7 @@ pub fn markdown(r: &Results) -> String {
         r.pinning.load_generator.as_deref().unwrap_or("none"),
         r.pinning.pgbench.as_deref().unwrap_or("none"),
         r.args.duration.as_secs_f64(),
+        r.args.warmup.as_secs_f64(),
     );
     let level = |l: Option<usize>| l.map_or_else(|| "?".to_owned(), |l| l.to_string());
     md.push_str("| figure | measured | goal |\n|---|---|---|\n");

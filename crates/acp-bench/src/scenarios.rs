@@ -31,21 +31,44 @@ pub struct Tally {
     /// Completed orders and the moment their complete response was received (the webhook lag starts there).
     pub orders: Vec<(String, Instant)>,
     pub sessions: Vec<String>,
-    /// The end of the measurement window: answers after it are left out of the rates and latencies (but a wrong
-    /// one is still an error). None: no window (the open loop, whose every scheduled flow counts).
-    window_end: Option<Instant>,
+    /// The measurement window (after the warm-up): answers outside it are left out of the rates and latencies
+    /// (a wrong one is still an error). None: no window (the open loop, whose every scheduled flow counts).
+    window: Option<Window>,
+}
+
+/// From the end of the warm-up to the end of the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window of `duration` after `warmup` from now.
+    pub fn after(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Self {
+            start,
+            end: start + duration,
+        }
+    }
 }
 
 impl Tally {
-    fn within(window_end: Option<Instant>) -> Self {
+    fn within(window: Option<Window>) -> Self {
         Self {
-            window_end,
+            window,
             ..Self::default()
         }
     }
 
     fn in_window(&self, at: Instant) -> bool {
-        self.window_end.is_none_or(|end| at <= end)
+        self.window.is_none_or(|w| w.start <= at && at <= w.end)
+    }
+
+    /// Whether the scenario is over at `at`: no further step starts then.
+    fn ended(&self, at: Instant) -> bool {
+        self.window.is_some_and(|w| at >= w.end)
     }
 
     fn merge(&mut self, other: Tally) {
@@ -165,7 +188,7 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         tally.sessions.push(id.clone());
     }
     let start = pace.start(1).await;
-    if !tally.in_window(start) {
+    if tally.ended(start) {
         return;
     }
     if tally
@@ -175,7 +198,7 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         return;
     }
     let start = pace.start(2).await;
-    if !tally.in_window(start) {
+    if tally.ended(start) {
         return;
     }
     if tally
@@ -190,7 +213,7 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
         return;
     }
     let start = pace.start(3).await;
-    if !tally.in_window(start) {
+    if tally.ended(start) {
         return;
     }
     if let Some(order) = tally.record(errors, Endpoint::Complete, start, agent.complete(&id).await) {
@@ -203,22 +226,21 @@ async fn flow(agent: &Agent, variant: &str, pace: Pace, tally: &mut Tally, error
     }
 }
 
-/// `agents` agents each running full flows back to back for `duration`. Returns the tally and the measurement
-/// window (`duration`) the rates are taken over.
+/// `agents` agents each running full flows back to back through the warm-up and the window. Returns the tally
+/// (answers inside the window only) and the window's length, which the rates are taken over.
 pub async fn closed_loop(
     agent: &Agent,
     agents: usize,
-    duration: Duration,
+    window: Window,
     variants: &Arc<Vec<String>>,
     errors: &Arc<ErrorLog>,
 ) -> (Tally, Duration) {
-    let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = window.end;
     let mut tasks = JoinSet::new();
     for a in 0..agents {
         let (agent, variants, errors) = (agent.clone(), variants.clone(), errors.clone());
         tasks.spawn(async move {
-            let mut tally = Tally::within(Some(deadline));
+            let mut tally = Tally::within(Some(window));
             let mut n = a;
             while Instant::now() < deadline {
                 flow(&agent, &variants[n % variants.len()], Pace::Closed, &mut tally, &errors).await;
@@ -227,24 +249,23 @@ pub async fn closed_loop(
             tally
         });
     }
-    (join(tasks).await, duration)
+    (join(tasks).await, window.end - window.start)
 }
 
-/// `agents` agents each reading existing sessions back to back for `duration`.
+/// `agents` agents each reading existing sessions back to back through the warm-up and the window.
 pub async fn get_only(
     agent: &Agent,
     agents: usize,
-    duration: Duration,
+    window: Window,
     sessions: &Arc<Vec<String>>,
     errors: &Arc<ErrorLog>,
 ) -> (Tally, Duration) {
-    let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = window.end;
     let mut tasks = JoinSet::new();
     for a in 0..agents {
         let (agent, sessions, errors) = (agent.clone(), sessions.clone(), errors.clone());
         tasks.spawn(async move {
-            let mut tally = Tally::within(Some(deadline));
+            let mut tally = Tally::within(Some(window));
             let mut n = a;
             while Instant::now() < deadline && !sessions.is_empty() {
                 let start = Instant::now();
@@ -255,7 +276,7 @@ pub async fn get_only(
             tally
         });
     }
-    (join(tasks).await, duration)
+    (join(tasks).await, window.end - window.start)
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -346,12 +367,21 @@ mod tests {
     }
 
     #[test]
-    fn answers_after_the_window_are_left_out_of_the_rates_but_wrong_ones_still_count() {
+    fn answers_outside_the_window_are_left_out_of_the_rates_but_wrong_ones_still_count() {
         let errors = ErrorLog::new(1);
         let start = Instant::now();
-        let mut closed = Tally::within(Some(start - Duration::from_millis(1)));
+        let ended = Window {
+            start: start - Duration::from_secs(1),
+            end: start - Duration::from_millis(1),
+        };
+        let mut closed = Tally::within(Some(ended));
         assert_eq!(closed.record(&errors, Endpoint::Get, start, Ok(7)), Some(7));
         assert_eq!(closed.requests(Endpoint::Get), 0, "answered after the window");
+        assert!(closed.ended(start));
+        let mut warming = Tally::within(Some(Window::after(Duration::from_secs(60), Duration::from_secs(1))));
+        warming.record(&errors, Endpoint::Get, start, Ok(()));
+        assert_eq!(warming.requests(Endpoint::Get), 0, "answered during the warm-up");
+        assert!(!warming.ended(Instant::now()));
         assert_eq!(closed.record(&errors, Endpoint::Get, start, wrong()), None);
         assert_eq!(closed.errors, 1);
 
