@@ -198,39 +198,21 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
         Psp::FakeStripe => Some(test_support::fake_stripe::FakeStripe::start(STRIPE_SECRET).await),
         Psp::Simulator => None,
     };
-    let agent_key = format!("bench_agent_{}", uuid::Uuid::new_v4().simple());
-    let admin_token = format!("bench_admin_{}", uuid::Uuid::new_v4().simple());
-    let mut env = vec![
-        ("DATABASE_URL".to_owned(), cluster.url(&database)),
-        ("ACP_ENV".to_owned(), "development".to_owned()),
-        ("ACP_AGENT_API_KEY".to_owned(), agent_key.clone()),
-        ("ACP_ADMIN_TOKEN".to_owned(), admin_token.clone()),
-        ("ACP_AGENT_WEBHOOK_URL".to_owned(), webhook_url),
-        (
-            "ACP_AGENT_WEBHOOK_SECRET".to_owned(),
-            format!("whsec_bench_{}", uuid::Uuid::new_v4().simple()),
-        ),
-        ("ACP_RATE_LIMIT_ENABLED".to_owned(), "false".to_owned()),
-        ("ACP_LOG_LEVEL".to_owned(), "warn".to_owned()),
-        ("ACP_LOG_FORMAT".to_owned(), "json".to_owned()),
-    ];
-    match &fake_stripe {
-        Some(fake) => env.extend([
-            ("ACP_PSP".to_owned(), "stripe".to_owned()),
-            ("ACP_STRIPE_SECRET_KEY".to_owned(), STRIPE_SECRET.to_owned()),
-            ("ACP_STRIPE_API_BASE".to_owned(), fake.base_url()),
-        ]),
-        None => env.push(("ACP_PSP".to_owned(), "simulator".to_owned())),
-    }
-    env.extend(args.server_env.iter().cloned());
-
+    let secrets = Secrets::generate();
+    let env = server_env(
+        args,
+        &cluster.url(&database),
+        &secrets,
+        webhook_url,
+        fake_stripe.as_ref(),
+    );
     let log = out_dir.join(format!("{stamp}.server.log"));
     let server = resources
         .server
         .insert(Server::start(&build, server_cpus, &env, &log).await?);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     server.wait_ready(&client, args.ready_timeout).await?;
-    catalog::load(&client, &server.base_url, &admin_token, args.products.max(1)).await?;
+    catalog::load(&client, &server.base_url, &secrets.admin_token, args.products.max(1)).await?;
     let idle_rss = server.rss_bytes();
     eprintln!(
         "server ready at {} (pid {}), catalog of {} products loaded",
@@ -244,80 +226,24 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
         postgres: load_cpus.and(postgres.cpus_allowed.clone()),
         pgbench: load_cpus.map(str::to_owned),
     };
-    let agent = Agent::new(client.clone(), &server.base_url, &agent_key, args.psp);
     let load = Load {
-        agent,
+        agent: Agent::new(client, &server.base_url, &secrets.agent_key, args.psp),
         server,
         cluster,
         ticks: procstat::ticks_per_second(),
         errors: Arc::new(ErrorLog::new(args.show_errors)),
         variants: Arc::new((0..args.products.max(1)).map(catalog::variant_id).collect()),
     };
-    let mut completed: HashMap<String, Instant> = HashMap::new();
-    let mut sessions: Vec<String> = Vec::new();
-    let mut results: Vec<ScenarioResult> = Vec::new();
-
-    for &agents in &args.agents {
-        let (tally, result) = load.flows(agents, Window::after(args.warmup, args.duration)).await;
-        absorb(&mut completed, &mut sessions, tally);
-        results.push(result);
-    }
-    let window = Window::after(args.warmup, args.duration);
-    let (tally, result) = load.gets(args.get_agents, window, Arc::new(sessions.clone())).await;
-    absorb(&mut completed, &mut sessions, tally);
-    results.push(result);
-    let peak = results
-        .iter()
-        .filter(|s| s.name.starts_with("flows"))
-        .map(|s| s.flows_per_sec)
-        .fold(0.0, f64::max);
-    let open_rate = peak * args.open_loop_share;
-    if open_rate > 0.0 {
-        let (tally, result) = load.open_loop(open_rate, args).await;
-        absorb(&mut completed, &mut sessions, tally);
-        results.push(result);
-    }
-
-    let at_end_of_load = webhooks::figures(&completed, &arrivals);
-    eprintln!(
-        "webhooks: {} of {} completed orders delivered; draining up to {:?}…",
-        at_end_of_load.delivered, at_end_of_load.completed_orders, args.webhook_drain
-    );
-    let drain_started = Instant::now();
-    let after_drain = webhooks::drain(&completed, &arrivals, args.webhook_drain).await;
-    let webhooks = WebhookReport {
-        at_end_of_load,
-        after_drain,
-        drain_wait_secs: drain_started.elapsed().as_secs_f64(),
-    };
+    let (scenarios, completed) = load.all_scenarios(args).await;
+    let webhooks = webhook_report(&completed, &arrivals, args.webhook_drain).await;
     let rss = Rss {
         idle_bytes: idle_rss,
         peak_bytes: load.server.peak_rss_bytes(),
     };
+    let baselines = baselines(args, load.cluster, &database, load_cpus).await;
+    drop(fake_stripe);
 
-    let mut baselines = Vec::new();
-    if !args.skip_pgbench {
-        let bench = pgbench::Pgbench {
-            cluster: load.cluster,
-            db: &database,
-            cpus: load_cpus,
-            jobs: args.pgbench_jobs,
-            duration: args.duration,
-        };
-        // A failing baseline costs its ratio, not the whole run's figures.
-        for baseline in [
-            bench.l1(args.l1_clients, &std::env::temp_dir()).await,
-            bench.l2(args.l2_clients, args.pgbench_scale).await,
-        ] {
-            match baseline {
-                Ok(b) => baselines.push(b),
-                Err(e) => eprintln!("acp-bench: pgbench baseline failed: {e}"),
-            }
-        }
-    }
-
-    let headline = report::headline(&results, &baselines);
-    let errors_total = results.iter().map(|s| s.errors).sum();
+    let errors_total = scenarios.iter().map(|s| s.errors).sum();
     let results = Results {
         started_at: started_at.to_rfc3339(),
         finished_at: chrono::Utc::now().to_rfc3339(),
@@ -332,17 +258,16 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
         postgres,
         server: build,
         database,
-        scenarios: results,
+        headline: report::headline(&scenarios, &baselines),
+        scenarios,
         baselines,
         webhooks,
         rss,
-        headline,
         errors: Errors {
             total: errors_total,
             first: load.errors.first(),
         },
     };
-    drop(fake_stripe);
     let md = report::write(&results, &out_dir, &stamp)?;
     println!("{md}");
     eprintln!(
@@ -350,6 +275,104 @@ async fn run(args: &Args, resources: &mut Resources) -> Result<u64, BenchError> 
         display_relative(&out_dir.join(format!("{stamp}.{{json,md}}")), &repo)
     );
     Ok(errors_total)
+}
+
+/// The credentials the server is started with: fresh per run, never printed.
+struct Secrets {
+    agent_key: String,
+    admin_token: String,
+    webhook_secret: String,
+}
+
+impl Secrets {
+    fn generate() -> Self {
+        let fresh = |prefix: &str| format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        Self {
+            agent_key: fresh("bench_agent"),
+            admin_token: fresh("bench_admin"),
+            webhook_secret: fresh("whsec_bench"),
+        }
+    }
+}
+
+/// The server's whole configuration: development with the simulator (or Stripe pointed at the fake), our
+/// webhook receiver, rate limits off, warn-level JSON logs; `--server-env` last, so it wins.
+fn server_env(
+    args: &Args,
+    database_url: &str,
+    secrets: &Secrets,
+    webhook_url: String,
+    fake_stripe: Option<&test_support::fake_stripe::FakeStripe>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url),
+        ("ACP_ENV", "development"),
+        ("ACP_AGENT_API_KEY", &secrets.agent_key),
+        ("ACP_ADMIN_TOKEN", &secrets.admin_token),
+        ("ACP_AGENT_WEBHOOK_URL", &webhook_url),
+        ("ACP_AGENT_WEBHOOK_SECRET", &secrets.webhook_secret),
+        ("ACP_RATE_LIMIT_ENABLED", "false"),
+        ("ACP_LOG_LEVEL", "warn"),
+        ("ACP_LOG_FORMAT", "json"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    match fake_stripe {
+        Some(fake) => env.extend([
+            ("ACP_PSP".to_owned(), "stripe".to_owned()),
+            ("ACP_STRIPE_SECRET_KEY".to_owned(), STRIPE_SECRET.to_owned()),
+            ("ACP_STRIPE_API_BASE".to_owned(), fake.base_url()),
+        ]),
+        None => env.push(("ACP_PSP".to_owned(), "simulator".to_owned())),
+    }
+    env.extend(args.server_env.iter().cloned());
+    env
+}
+
+/// Deliveries when the load ended, then after waiting up to `drain` for the backlog.
+async fn webhook_report(
+    completed: &HashMap<String, Instant>,
+    arrivals: &webhooks::Arrivals,
+    drain: Duration,
+) -> WebhookReport {
+    let at_end_of_load = webhooks::figures(completed, arrivals);
+    eprintln!(
+        "webhooks: {} of {} completed orders delivered; draining up to {drain:?}…",
+        at_end_of_load.delivered, at_end_of_load.completed_orders
+    );
+    let drain_started = Instant::now();
+    let after_drain = webhooks::drain(completed, arrivals, drain).await;
+    WebhookReport {
+        at_end_of_load,
+        after_drain,
+        drain_wait_secs: drain_started.elapsed().as_secs_f64(),
+    }
+}
+
+/// pgbench L1 and L2 on the run's database. A failing baseline costs its ratio, not the run's other figures.
+async fn baselines(args: &Args, cluster: &Cluster, database: &str, cpus: Option<&str>) -> Vec<pgbench::Baseline> {
+    if args.skip_pgbench {
+        return Vec::new();
+    }
+    let bench = pgbench::Pgbench {
+        cluster,
+        db: database,
+        cpus,
+        jobs: args.pgbench_jobs,
+        duration: args.duration,
+    };
+    let mut baselines = Vec::new();
+    for baseline in [
+        bench.l1(args.l1_clients, &std::env::temp_dir()).await,
+        bench.l2(args.l2_clients, args.pgbench_scale).await,
+    ] {
+        match baseline {
+            Ok(b) => baselines.push(b),
+            Err(e) => eprintln!("acp-bench: pgbench baseline failed: {e}"),
+        }
+    }
+    baselines
 }
 
 fn display_relative(path: &Path, base: &Path) -> String {
@@ -379,6 +402,35 @@ struct Before {
 }
 
 impl Load<'_> {
+    /// Every closed-loop level, GET-only, then the open loop at a share of the peak. Returns the scenarios and
+    /// every order completed (with when), for the webhook figures.
+    async fn all_scenarios(&self, args: &Args) -> (Vec<ScenarioResult>, HashMap<String, Instant>) {
+        let mut completed: HashMap<String, Instant> = HashMap::new();
+        let mut sessions: Vec<String> = Vec::new();
+        let mut results: Vec<ScenarioResult> = Vec::new();
+        for &agents in &args.agents {
+            let (tally, result) = self.flows(agents, Window::after(args.warmup, args.duration)).await;
+            absorb(&mut completed, &mut sessions, tally);
+            results.push(result);
+        }
+        let window = Window::after(args.warmup, args.duration);
+        let (tally, result) = self.gets(args.get_agents, window, Arc::new(sessions.clone())).await;
+        absorb(&mut completed, &mut sessions, tally);
+        results.push(result);
+        let peak = results
+            .iter()
+            .filter(|s| s.name.starts_with("flows"))
+            .map(|s| s.flows_per_sec)
+            .fold(0.0, f64::max);
+        let open_rate = peak * args.open_loop_share;
+        if open_rate > 0.0 {
+            let (tally, result) = self.open_loop(open_rate, args).await;
+            absorb(&mut completed, &mut sessions, tally);
+            results.push(result);
+        }
+        (results, completed)
+    }
+
     fn before(&self) -> Before {
         Before {
             at: Instant::now(),
