@@ -33,6 +33,7 @@ const KEYS: &[&str] = &[
     "migrate_on_start",
     "db_max_connections",
     "db_cores",
+    "db_background_connections",
     "db_acquire_timeout_ms",
     "db_retry_interval_ms",
     "shutdown_timeout_ms",
@@ -306,6 +307,7 @@ struct RawSettings {
     /// Unset: this machine's available parallelism.
     #[serde(default)]
     db_cores: Option<u32>,
+    db_background_connections: u32,
     db_acquire_timeout_ms: u64,
     db_retry_interval_ms: u64,
     shutdown_timeout_ms: u64,
@@ -453,6 +455,9 @@ pub struct Settings {
     pub log_level: String,
     pub migrate_on_start: bool,
     pub db_max_connections: u32,
+    /// The background pool (webhook worker, sweepers, reconciler): apart from the request pool, so a burst of
+    /// requests queued for a connection never delays webhooks, and background work never takes a request's slot.
+    pub db_background_connections: u32,
     pub db_acquire_timeout: Duration,
     pub db_retry_interval: Duration,
     pub shutdown_timeout: Duration,
@@ -707,6 +712,7 @@ impl RawSettings {
         let stripe_secret_key = non_empty(self.stripe_secret_key);
         check_log_level(&self.log_level)?;
         let db_max_connections = pool_size(self.db_max_connections, self.db_cores)?;
+        check_positive("db_background_connections", u64::from(self.db_background_connections))?;
         for (key, ms) in [
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
             ("db_retry_interval_ms", self.db_retry_interval_ms),
@@ -839,6 +845,7 @@ impl RawSettings {
             log_level: self.log_level,
             migrate_on_start: self.migrate_on_start,
             db_max_connections,
+            db_background_connections: self.db_background_connections,
             db_acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             db_retry_interval: Duration::from_millis(self.db_retry_interval_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),

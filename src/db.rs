@@ -29,13 +29,24 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
 }
 
-/// Builds the pool without connecting: connection errors surface per query and through `/readyz`.
+/// Builds the request pool without connecting: connection errors surface per query and through `/readyz`.
 pub fn lazy_pool(settings: &Settings) -> Result<PgPool, DbError> {
+    pool_of_size(settings, settings.db_max_connections)
+}
+
+/// The background pool (webhook worker, sweepers, reconciler), built the same way. Kept apart from the request
+/// pool: under load hundreds of requests queue for a request connection, and a webhook record or a sweep queued
+/// behind them would wait as long (the benchmark saw order webhooks lag by seconds that way).
+pub fn lazy_background_pool(settings: &Settings) -> Result<PgPool, DbError> {
+    pool_of_size(settings, settings.db_background_connections)
+}
+
+fn pool_of_size(settings: &Settings, size: u32) -> Result<PgPool, DbError> {
     let url = settings.database_url.as_ref().ok_or(DbError::MissingUrl)?;
     let options: PgConnectOptions = url.expose().parse().map_err(DbError::InvalidUrl)?;
     let options = options.application_name("acp-merchant");
     Ok(PgPoolOptions::new()
-        .max_connections(settings.db_max_connections)
+        .max_connections(size)
         .min_connections(0)
         // No ping before every acquire (a round trip per request): a broken connection fails its query, which
         // answers 503 and is dropped by the pool.

@@ -151,11 +151,14 @@ pub struct Application {
     tls: Option<Arc<crate::tls::ReloadingCert>>,
     /// The unauthenticated metrics listener (`ACP_METRICS_ADDR`), when configured.
     metrics_listener: Option<TcpListener>,
+    /// The background workers' own pool (see [`db::lazy_background_pool`]).
+    background_db: sqlx::PgPool,
 }
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> Result<Self, StartupError> {
         let db = db::lazy_pool(&settings)?;
+        let background_db = db::lazy_background_pool(&settings)?;
         // A certificate that cannot be used stops start-up before the port is taken.
         let tls = match &settings.tls {
             Some(files) => Some(Arc::new(crate::tls::ReloadingCert::load(files.clone())?)),
@@ -184,7 +187,7 @@ impl Application {
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
             .transpose()?;
         let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
-        let state = AppState {
+        let state = AppState::new(crate::http::SharedState {
             rate_limits,
             settings: Arc::new(settings),
             db,
@@ -195,13 +198,14 @@ impl Application {
             tasks: TaskTracker::new(),
             protocol: Arc::new(crate::protocol::Protocol::new(&settings_versions)?),
             keyring,
-        };
+        });
         Ok(Self {
             listener,
             state,
             webhook_worker,
             tls,
             metrics_listener,
+            background_db,
         })
     }
 
@@ -228,6 +232,7 @@ impl Application {
             webhook_worker,
             tls,
             metrics_listener,
+            background_db,
         } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
@@ -238,21 +243,29 @@ impl Application {
         }
         workers.spawn(sweep_expired_sessions(
             state.checkout.clone(),
-            state.db.clone(),
+            background_db.clone(),
             state.settings.expiry_sweep_interval,
             shutdown.clone(),
         ));
         if let Some(config) = webhook_worker {
-            workers.spawn(crate::webhooks::worker::run(state.db.clone(), config, shutdown.clone()));
+            workers.spawn(crate::webhooks::worker::run(
+                background_db.clone(),
+                config,
+                shutdown.clone(),
+            ));
         }
+        workers.spawn(crate::observability::metrics::upkeep(
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        ));
         workers.spawn(sweep_idempotency_keys(
-            state.db.clone(),
+            background_db.clone(),
             state.settings.idempotency_sweep_interval,
             shutdown.clone(),
         ));
         workers.spawn(crate::checkout::reconcile::run(
             state.checkout.clone(),
-            state.db.clone(),
+            background_db.clone(),
             state.settings.reconcile_interval,
             shutdown.clone(),
         ));
@@ -325,6 +338,7 @@ impl Application {
             tracing::warn!("background workers did not stop within the shutdown timeout");
         }
         pool.close().await;
+        background_db.close().await;
         tracing::info!("stopped");
         served.map_err(StartupError::Serve)
     }
