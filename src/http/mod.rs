@@ -40,9 +40,27 @@ use crate::{
     psp::simulator::Simulator,
 };
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so the clone every layer and extractor makes per request is
+/// one reference count (the issue-14 profile showed cloning and dropping the fields one by one).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct SharedState {
     pub settings: Arc<Settings>,
     pub db: PgPool,
     /// Fires when the process begins shutting down; long-running handlers and workers watch it.
