@@ -64,6 +64,20 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Drains recorded histogram samples into their buckets every `every` until `stop` fires. Without it the samples
+/// pile up between scrapes (and forever when nothing scrapes `/metrics`): memory grows with every request.
+pub async fn upkeep(every: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
+    let Some(handle) = HANDLE.get().and_then(Option::as_ref) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => handle.run_upkeep(),
+        }
+    }
+}
+
 fn describe() {
     metrics::describe_counter!(
         HTTP_REQUESTS,
