@@ -152,6 +152,7 @@ struct Existing {
     fingerprint: Vec<u8>,
     state: String,
     lease_over: bool,
+    expired: bool,
     response_status: Option<i16>,
     response_headers: Option<serde_json::Value>,
     response_body: Option<Vec<u8>>,
@@ -184,16 +185,8 @@ pub async fn begin(
     let holder = Uuid::new_v4();
     let lease_ms = millis(policy.lease);
     let retention_ms = millis(policy.retention);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "delete from idempotency_record
-         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and {EXPIRED}"
-    )))
-    .bind(&scope.agent_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.key)
-    .execute(pool)
-    .await?;
+    // Insert first: a new key (the common case) costs this one statement. An expired record in the way is found
+    // below and deleted before claiming again.
     let inserted = scoped(
         "insert into idempotency_record
              (agent_id, method, path, idempotency_key, fingerprint, state, holder, lease_until, expires_at,
@@ -218,20 +211,28 @@ pub async fn begin(
             payment_attempt_id: None,
         }));
     }
-    let row: Option<Existing> = scoped_as(
-        "select fingerprint, state, lease_until <= now() as lease_over,
+    let row: Option<Existing> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select fingerprint, state, lease_until <= now() as lease_over, ({EXPIRED}) as expired,
                 response_status, response_headers, response_body,
                 greatest(extract(epoch from lease_until - now()), 0)::float8 as lease_left
          from idempotency_record
-         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4",
-        scope,
-    )
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4"
+    )))
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
     .fetch_optional(pool)
     .await?;
     let Some(existing) = row else {
         // Deleted between our insert and select (a 5xx released it): claim again.
         return Box::pin(begin(pool, scope, fingerprint, policy, api_version)).await;
     };
+    if existing.expired {
+        // Past its retention: the key is new again (ACP §6), whatever the old record said.
+        delete_expired(pool, scope).await?;
+        return Box::pin(begin(pool, scope, fingerprint, policy, api_version)).await;
+    }
     // A different body is a conflict whatever the record's state (DIGEST §2.5 gap (b)).
     if existing.fingerprint != fingerprint {
         return Ok(Begin::Conflict);
@@ -249,6 +250,20 @@ pub async fn begin(
         });
     }
     take_over(pool, scope, holder, lease_ms).await
+}
+
+async fn delete_expired(pool: &PgPool, scope: &Scope) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from idempotency_record
+         where agent_id = $1 and method = $2 and path = $3 and idempotency_key = $4 and {EXPIRED}"
+    )))
+    .bind(&scope.agent_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 fn stored(status: Option<i16>, headers: Option<serde_json::Value>, body: Option<Vec<u8>>) -> StoredResponse {
