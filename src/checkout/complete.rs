@@ -26,7 +26,7 @@
 //!
 //! | phase | round trips | statements |
 //! |---|---|---|
-//! | claim (src/idempotency, committed before anything else: it must survive the PSP call) | its own transaction | see the idempotency module |
+//! | claim (src/idempotency, committed before anything else: it must survive the PSP call) | 1 (a new key) | one `INSERT … ON CONFLICT DO NOTHING`, autocommitted; a key already used adds a read (and, past its retention, a delete and the insert again) |
 //! | begin (one transaction) | 11 (10 when no discount applies) | `BEGIN`; session `for update`; variants `for update` (id order); the counters of the limited promotions this cart can use `for update` (id order) with the rules' version in the same statement; stock reserve (`unnest`); redemptions + counters; the predecessor lookup; attempt insert; session save; claim ↔ attempt link; `COMMIT` |
 //! | charge | 1 PSP call | no transaction; a lease renewal every `idempotency_heartbeat_ms` while it runs |
 //! | settle, charged (one transaction) | 13 | `BEGIN`; session by attempt `for update`; attempt `for update`; attempt state; stock sell (`unnest`, rows locked in id order by an init plan); order insert; webhook version + outbox insert; session save; funnel event; linked idempotency records (read + one update each); `COMMIT` |
