@@ -236,45 +236,64 @@ impl Application {
         } = self;
         let shutdown = state.shutdown.clone();
         let workers = TaskTracker::new();
-        workers.spawn(prepare_then_limit(state.clone(), shutdown.clone()));
+        // Workers that read the database start once it is prepared, so their first poll never meets a schema that
+        // is still being migrated (which would log a spurious error).
+        let prepared = CancellationToken::new();
+        workers.spawn(prepare_then_limit(state.clone(), prepared.clone(), shutdown.clone()));
         if let Some(cert) = &tls {
             let poll = state.settings.tls_reload_poll;
             workers.spawn(crate::tls::watch_for_reload(cert.clone(), poll, shutdown.clone()));
         }
-        workers.spawn(sweep_expired_sessions(
-            state.checkout.clone(),
-            background_db.clone(),
-            state.settings.expiry_sweep_interval,
+        workers.spawn(once_prepared(
+            prepared.clone(),
             shutdown.clone(),
+            sweep_expired_sessions(
+                state.checkout.clone(),
+                background_db.clone(),
+                state.settings.expiry_sweep_interval,
+                shutdown.clone(),
+            ),
         ));
         if let Some(config) = webhook_worker {
-            workers.spawn(crate::webhooks::worker::run(
-                background_db.clone(),
-                config,
+            workers.spawn(once_prepared(
+                prepared.clone(),
                 shutdown.clone(),
+                crate::webhooks::worker::run(background_db.clone(), config, shutdown.clone()),
             ));
         }
         workers.spawn(crate::observability::metrics::upkeep(
             std::time::Duration::from_secs(5),
             shutdown.clone(),
         ));
-        workers.spawn(sweep_idempotency_keys(
-            background_db.clone(),
-            state.settings.idempotency_sweep_interval,
+        workers.spawn(once_prepared(
+            prepared.clone(),
             shutdown.clone(),
+            sweep_idempotency_keys(
+                background_db.clone(),
+                state.settings.idempotency_sweep_interval,
+                shutdown.clone(),
+            ),
         ));
-        workers.spawn(crate::checkout::reconcile::run(
-            state.checkout.clone(),
-            background_db.clone(),
-            state.settings.reconcile_interval,
+        workers.spawn(once_prepared(
+            prepared.clone(),
             shutdown.clone(),
+            crate::checkout::reconcile::run(
+                state.checkout.clone(),
+                background_db.clone(),
+                state.settings.reconcile_interval,
+                shutdown.clone(),
+            ),
         ));
         // Issue 14: the pricing rules cache follows changes (LISTEN/NOTIFY, with a fallback poll).
-        workers.spawn(crate::pricing::listener::run(
-            state.checkout.rules.clone(),
-            state.db.clone(),
-            state.settings.rules_poll,
+        workers.spawn(once_prepared(
+            prepared.clone(),
             shutdown.clone(),
+            crate::pricing::listener::run(
+                state.checkout.rules.clone(),
+                state.db.clone(),
+                state.settings.rules_poll,
+                shutdown.clone(),
+            ),
         ));
         if let Some(listener) = metrics_listener {
             workers.spawn(http::metrics::serve_standalone(
@@ -344,11 +363,20 @@ impl Application {
     }
 }
 
+/// Runs `work` once the database is prepared ([`prepare_database`]); a shutdown before then skips it.
+async fn once_prepared(prepared: CancellationToken, stop: CancellationToken, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = prepared.cancelled() => work.await,
+        () = stop.cancelled() => {}
+    }
+}
+
 /// Migrates (when configured to) and seals the secrets still stored in clear, then applies the settings that
 /// Prepares the database, then (rate limits on) keeps the buckets bounded and the agents' overrides fresh: the
 /// overrides are read once the migrations that create their table have run.
-async fn prepare_then_limit(state: AppState, stop: CancellationToken) {
+async fn prepare_then_limit(state: AppState, prepared: CancellationToken, stop: CancellationToken) {
     prepare_database(state.clone(), stop.clone()).await;
+    prepared.cancel();
     if state.rate_limits.enabled() {
         crate::rate_limit::maintain(state.rate_limits.clone(), state.db.clone(), stop).await;
     }

@@ -199,7 +199,9 @@ async fn claim_and_run(
     owner: String,
     key: String,
 ) -> Result<Response, Response> {
-    let bytes = buffered(state, body).await?;
+    let bytes = super::limits::read_body(state, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let scope = scope_of(&parts, owner, key);
     let policy = policy(state);
     let adapter = parts.extensions.get::<AcpCall>().map(|c| c.adapter);
@@ -225,18 +227,6 @@ async fn claim_and_run(
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     heartbeat.stop().await;
     Ok(settle(state, &guard, response).await)
-}
-
-async fn buffered(state: &AppState, body: Body) -> Result<axum::body::Bytes, Response> {
-    let limit = state.settings.max_body_bytes;
-    to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request bodies are limited to {limit} bytes"),
-        )
-        .into_response()
-    })
 }
 
 fn scope_of(parts: &Parts, owner: String, key: String) -> Scope {
@@ -345,7 +335,9 @@ async fn run_in_one_transaction(
     owner: String,
     key: String,
 ) -> Result<Response, Response> {
-    let bytes = buffered(state, body).await?;
+    let bytes = super::limits::read_body(state, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let scope = scope_of(&parts, owner, key);
     let fingerprint = idempotency::fingerprint(&bytes);
     let adapter = parts.extensions.get::<AcpCall>().map(|c| c.adapter);

@@ -2,6 +2,7 @@
 //! limits (size, nesting, NUL, string length) are applied where the body is read (`extract::read_json`).
 
 use axum::{
+    body::{Body, Bytes, to_bytes},
     extract::{FromRequestParts, Path, Request, State},
     http::{StatusCode, request::Parts},
     middleware::Next,
@@ -65,6 +66,19 @@ fn check_uri(request: &Request) -> Result<(), ApiError> {
         .with_param("$.query")),
         _ => Ok(()),
     }
+}
+
+/// The whole body of a request the layers must see before the handler (signature check, idempotency
+/// fingerprint), refused with 413 past `ACP_MAX_BODY_BYTES`. Read once: the layers hand the same bytes on.
+pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.settings.max_body_bytes;
+    to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request bodies are limited to {limit} bytes"),
+        )
+    })
 }
 
 /// The id in a resource path (`/checkout_sessions/{id}`, `/admin/orders/{id}`, …). An id this server could not

@@ -3,7 +3,7 @@
 //! idempotency key. The body is buffered once here and handed on as the same bytes.
 
 use axum::{
-    body::{Body, to_bytes},
+    body::Body,
     extract::{Request, State},
     http::{HeaderMap, StatusCode},
     middleware::Next,
@@ -63,7 +63,7 @@ async fn verified(state: &AppState, mut request: Request) -> Result<Request, Api
     let signature = signatures::precheck(headers, chrono::Utc::now(), tolerance)?;
     let timestamp = headers.timestamp.unwrap_or_default().to_owned();
     let (parts, body) = request.into_parts();
-    let bytes = buffer(state, body).await?;
+    let bytes = super::limits::read_body(state, body).await?;
     let canonical = signatures::canonical_body(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -104,15 +104,4 @@ fn signature_headers(headers: &HeaderMap) -> SignatureHeaders<'_> {
         signature: text("signature"),
         timestamp: text("timestamp"),
     }
-}
-
-async fn buffer(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let limit = state.settings.max_body_bytes;
-    to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request bodies are limited to {limit} bytes"),
-        )
-    })
 }
