@@ -34,6 +34,7 @@ const KEYS: &[&str] = &[
     "db_max_connections",
     "db_cores",
     "db_background_connections",
+    "db_read_connections",
     "db_acquire_timeout_ms",
     "db_retry_interval_ms",
     "shutdown_timeout_ms",
@@ -308,6 +309,7 @@ struct RawSettings {
     #[serde(default)]
     db_cores: Option<u32>,
     db_background_connections: u32,
+    db_read_connections: u32,
     db_acquire_timeout_ms: u64,
     db_retry_interval_ms: u64,
     shutdown_timeout_ms: u64,
@@ -458,6 +460,8 @@ pub struct Settings {
     /// The background pool (webhook worker, sweepers, reconciler): apart from the request pool, so a burst of
     /// requests queued for a connection never delays webhooks, and background work never takes a request's slot.
     pub db_background_connections: u32,
+    /// The read pool (single-statement GETs), whose connections go back without sqlx's release ping.
+    pub db_read_connections: u32,
     pub db_acquire_timeout: Duration,
     pub db_retry_interval: Duration,
     pub shutdown_timeout: Duration,
@@ -713,6 +717,7 @@ impl RawSettings {
         check_log_level(&self.log_level)?;
         let db_max_connections = pool_size(self.db_max_connections, self.db_cores)?;
         check_positive("db_background_connections", u64::from(self.db_background_connections))?;
+        check_positive("db_read_connections", u64::from(self.db_read_connections))?;
         for (key, ms) in [
             ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
             ("db_retry_interval_ms", self.db_retry_interval_ms),
@@ -846,6 +851,7 @@ impl RawSettings {
             migrate_on_start: self.migrate_on_start,
             db_max_connections,
             db_background_connections: self.db_background_connections,
+            db_read_connections: self.db_read_connections,
             db_acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             db_retry_interval: Duration::from_millis(self.db_retry_interval_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
@@ -1480,6 +1486,13 @@ mod tests {
         let mut all = vec![("env", "development"), ("psp", "simulator")];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)
+    }
+
+    #[test]
+    fn the_read_pool_needs_a_connection() {
+        assert_eq!(dev(&[]).expect("valid").db_read_connections, 4);
+        let err = dev(&[("db_read_connections", "0")]).unwrap_err();
+        assert!(err.to_string().contains("db_read_connections"), "{err}");
     }
 
     fn prod(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {

@@ -3,6 +3,8 @@
 //! The pool connects lazily so the server starts while the database is briefly unavailable; a background
 //! migrator retries until it succeeds, and `/readyz` reports not-ready until the schema is current.
 
+pub mod kept;
+
 use std::time::Duration;
 
 use sqlx::{
@@ -39,6 +41,12 @@ pub fn lazy_pool(settings: &Settings) -> Result<PgPool, DbError> {
 /// behind them would wait as long (the benchmark saw order webhooks lag by seconds that way).
 pub fn lazy_background_pool(settings: &Settings) -> Result<PgPool, DbError> {
     pool_of_size(settings, settings.db_background_connections)
+}
+
+/// The read pool: session GETs, one statement each, on connections [`kept::KeptConnections`] keeps between
+/// reads. Apart from the request pool, so a kept connection never makes a transaction wait.
+pub fn lazy_read_pool(settings: &Settings) -> Result<PgPool, DbError> {
+    pool_of_size(settings, settings.db_read_connections)
 }
 
 fn pool_of_size(settings: &Settings, size: u32) -> Result<PgPool, DbError> {

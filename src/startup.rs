@@ -187,9 +187,15 @@ impl Application {
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
             .transpose()?;
         let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
+        let kept = crate::db::kept::KeptConnections::new(
+            db::lazy_read_pool(&settings)?,
+            usize::try_from(settings.db_read_connections).unwrap_or(usize::MAX),
+            KEPT_CONNECTION_MAX_IDLE,
+        );
         let state = AppState::new(crate::http::SharedState {
             rate_limits,
             settings: Arc::new(settings),
+            kept,
             db,
             shutdown,
             checkout: Arc::new(checkout),
@@ -261,6 +267,7 @@ impl Application {
                 crate::webhooks::worker::run(background_db.clone(), config, shutdown.clone()),
             ));
         }
+        workers.spawn(release_stale_kept_connections(state.clone(), shutdown.clone()));
         workers.spawn(crate::observability::metrics::upkeep(
             std::time::Duration::from_secs(5),
             shutdown.clone(),
@@ -306,6 +313,7 @@ impl Application {
         let handshake_timeout = state.settings.tls_handshake_timeout;
         let pool = state.db.clone();
         let sagas = state.tasks.clone();
+        let after_serve = state.clone();
         let app = http::router(state);
         let server = match tls {
             Some(cert) => {
@@ -357,6 +365,7 @@ impl Application {
             tracing::warn!("background workers did not stop within the shutdown timeout");
         }
         pool.close().await;
+        after_serve.kept.close().await;
         background_db.close().await;
         tracing::info!("stopped");
         served.map_err(StartupError::Serve)
@@ -452,6 +461,20 @@ async fn sweep_idempotency_keys(pool: sqlx::PgPool, every: std::time::Duration, 
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency keys swept"),
             Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        }
+    }
+}
+
+/// A kept connection silent this long goes back through sqlx's checked release rather than being trusted.
+const KEPT_CONNECTION_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Returns kept connections a pause in reads left waiting, so they do not sit outside the pool.
+async fn release_stale_kept_connections(state: AppState, stop: CancellationToken) {
+    let every = crate::db::kept::UPKEEP_EVERY;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => state.kept.release_stale(),
         }
     }
 }

@@ -142,9 +142,15 @@ async fn create(
 /// One statement on a pooled connection, outside any transaction.
 async fn fetch(State(state): State<AppState>, call: AcpCall, ResourceId(id): ResourceId) -> Result<Response, ApiError> {
     async {
-        // Acquiring sends nothing (no ping: `test_before_acquire` is off); the read is the only round trip.
-        let mut conn = state.db.acquire().await?;
-        let session = state.checkout.get(&mut conn, &call.agent_id, &id).await?;
+        // Acquiring sends nothing (no ping: `test_before_acquire` is off) and a kept connection goes back without
+        // sqlx's ping on release: the read is the only round trip.
+        let mut conn = state.kept.acquire().await?;
+        let found = state.checkout.get(&mut conn, &call.agent_id, &id).await;
+        conn.keep_after(match &found {
+            Err(CheckoutError::Db(e)) => Err(e),
+            _ => Ok(()),
+        });
+        let session = found?;
         Ok(into_response(rendered(&state, &call, StatusCode::OK, &session)))
     }
     .await

@@ -63,6 +63,8 @@ impl std::ops::Deref for AppState {
 pub struct SharedState {
     pub settings: Arc<Settings>,
     pub db: PgPool,
+    /// Connections single-statement reads keep between requests, so they skip sqlx's ping on release.
+    pub kept: crate::db::kept::KeptConnections,
     /// Fires when the process begins shutting down; long-running handlers and workers watch it.
     pub shutdown: CancellationToken,
     pub checkout: Arc<Checkout>,

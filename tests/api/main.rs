@@ -47,5 +47,7 @@ mod dashboard;
 mod rules_round_trips;
 // Issue 14: one transaction per create, update and cancel; one statement per GET.
 mod round_trips;
+// Issue 14: GETs on kept read connections (no release ping).
+mod kept_connections;
 // Issue 14: the webhook worker that keeps up.
 mod webhook_throughput;

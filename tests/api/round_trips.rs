@@ -65,10 +65,19 @@ impl CommitCounter {
             held.push(pool.acquire().await.unwrap());
         }
         for conn in &mut held {
-            sqlx::raw_sql("select pg_stat_force_next_flush() from pg_namespace limit 1")
-                .execute(&mut **conn)
-                .await
-                .unwrap();
+            flush_stats(conn).await;
+        }
+        // The read pool's connections that GETs keep between reads.
+        let mut kept = Vec::new();
+        for _ in 0..app.state.kept.waiting() {
+            kept.push(app.state.kept.acquire().await.unwrap());
+        }
+        for conn in &mut kept {
+            flush_stats(conn).await;
+        }
+        let flushes = held.len() + kept.len();
+        for conn in kept {
+            conn.keep_after(Ok(()));
         }
         sqlx::query("select pg_stat_clear_snapshot()")
             .execute(&mut self.conn)
@@ -79,7 +88,7 @@ impl CommitCounter {
             .fetch_one(&mut self.conn)
             .await
             .unwrap();
-        (count, held.len() as i64)
+        (count, flushes as i64)
     }
 
     /// How many transactions `request` committed in the app's database.
@@ -89,6 +98,13 @@ impl CommitCounter {
         let (after, flushes) = self.settled(app).await;
         (answer, after - before - flushes)
     }
+}
+
+async fn flush_stats(conn: &mut sqlx::PgConnection) {
+    sqlx::raw_sql("select pg_stat_force_next_flush() from pg_namespace limit 1")
+        .execute(conn)
+        .await
+        .unwrap();
 }
 
 /// Waits (bounded) until every connection the server's pool opened is back in it.
