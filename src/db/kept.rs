@@ -31,6 +31,8 @@ pub struct KeptConnections {
     idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
     capacity: usize,
     max_idle: Duration,
+    /// Wakes one caller waiting in `acquire` when a connection is kept.
+    kept: tokio::sync::Notify,
 }
 
 impl KeptConnections {
@@ -41,16 +43,26 @@ impl KeptConnections {
             idle: Mutex::new(Vec::with_capacity(capacity)),
             capacity,
             max_idle,
+            kept: tokio::sync::Notify::new(),
         }
     }
 
-    /// The connection used last (warmest), or one from the pool.
+    /// The connection used last (warmest), or one from the pool. A caller waiting on the pool also wakes when a
+    /// connection is kept here, since a kept connection never goes back to the pool's own waiters.
     pub async fn acquire(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
-        let conn = match self.take_fresh() {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?,
-        };
-        Ok(KeptConnection { conn, home: self })
+        loop {
+            // Registered before the look, so a connection kept in between still wakes this caller.
+            let kept = self.kept.notified();
+            tokio::pin!(kept);
+            kept.as_mut().enable();
+            if let Some(conn) = self.take_fresh() {
+                return Ok(KeptConnection { conn, home: self });
+            }
+            tokio::select! {
+                conn = self.pool.acquire() => return Ok(KeptConnection { conn: conn?, home: self }),
+                () = kept => {}
+            }
+        }
     }
 
     /// Hands every waiting connection back to the pool.
@@ -100,6 +112,8 @@ impl KeptConnections {
         let mut idle = self.lock();
         if idle.len() < self.capacity {
             idle.push((conn, Instant::now()));
+            drop(idle);
+            self.kept.notify_one();
             return;
         }
         drop(idle);

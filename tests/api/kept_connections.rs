@@ -151,3 +151,35 @@ async fn a_read_pool_of_one_serves_sequential_gets() {
     }
     assert_eq!(app.state.kept.waiting(), 1);
 }
+
+#[tokio::test]
+async fn callers_waiting_on_the_pool_get_the_connections_kept_meanwhile() {
+    let app = spawn_app().await;
+    // Two connections for sixteen callers: most wait on the pool while finished reads keep theirs here. Each
+    // waiter must be handed a kept connection rather than sit out the pool's acquire timeout.
+    let options = (*app.db.connect_options()).clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let kept = std::sync::Arc::new(KeptConnections::new(pool, 2, Duration::from_secs(60)));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let mut conn = kept.acquire().await?;
+                    sqlx::query("select 1").execute(&mut *conn).await?;
+                    conn.keep_after(Ok(()));
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap().expect("every read got a connection");
+    }
+    assert!((1..=2).contains(&kept.waiting()), "{} kept", kept.waiting());
+}
