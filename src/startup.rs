@@ -187,11 +187,7 @@ impl Application {
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
             .transpose()?;
         let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
-        let kept = crate::db::kept::KeptConnections::new(
-            db::lazy_read_pool(&settings)?,
-            usize::try_from(settings.db_read_connections).unwrap_or(usize::MAX),
-            KEPT_CONNECTION_MAX_IDLE,
-        );
+        let kept = crate::db::kept::KeptConnections::new(db::lazy_read_pool(&settings)?, KEPT_CONNECTION_MAX_IDLE);
         let state = AppState::new(crate::http::SharedState {
             rate_limits,
             settings: Arc::new(settings),

@@ -4,65 +4,94 @@
 //! connection dropped in the middle of a statement may be left mid-protocol. For a GET that is one statement,
 //! the ping doubled the round trips: the issue-14 profile put the ping's send alone at 10.6 % of the server's CPU.
 //! A read that finished (with a row, without one, or with a database error that is not about the connection)
-//! leaves the connection clean, so [`KeptConnection::keep`] puts it back here without a ping. Anything else (a
-//! cancelled request, an I/O or protocol error) drops the guard, and sqlx's own release path checks the
+//! leaves the connection clean, so [`KeptConnection::keep_after`] puts it back here without a ping. Anything
+//! else (a cancelled request, an I/O or protocol error) drops the guard, and sqlx's own release path checks the
 //! connection as before.
 //!
 //! The pool is the read pool of its own (`ACP_DB_READ_CONNECTIONS`), so a kept connection never makes a
-//! transaction wait. At most `capacity` connections wait here; one that waited longer than `max_idle` goes back
-//! through sqlx (pinged) rather than being trusted after a silence, which [`release_stale`] (run every
-//! [`UPKEEP_EVERY`]) also does when no read comes.
+//! transaction wait. Every connection taken from it holds one of `slots` (the pool's size) until it goes back to
+//! sqlx, kept ones included: a caller takes a kept connection, or a free slot and then a connection from sqlx
+//! (which then never waits for capacity), or waits for whichever comes first. One that waited longer than
+//! `max_idle` goes back through sqlx (pinged) rather than being trusted after a silence, which
+//! [`release_stale`] (run every [`UPKEEP_EVERY`]) also does when no read comes.
 //!
 //! [`release_stale`]: KeptConnections::release_stale
 
 use std::{
     ops::{Deref, DerefMut},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How often the server runs [`KeptConnections::release_stale`].
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// A connection with the slot it holds.
+struct Held {
+    conn: PoolConnection<Postgres>,
+    _slot: OwnedSemaphorePermit,
+}
+
 pub struct KeptConnections {
     pool: PgPool,
-    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
-    capacity: usize,
+    idle: Mutex<Vec<(Held, Instant)>>,
+    slots: Arc<Semaphore>,
     max_idle: Duration,
     /// Wakes one caller waiting in `acquire` when a connection is kept.
-    kept: tokio::sync::Notify,
+    kept: Notify,
 }
 
 impl KeptConnections {
-    /// `capacity` 0 keeps nothing (every read goes through sqlx's pool).
-    pub fn new(pool: PgPool, capacity: usize, max_idle: Duration) -> Self {
+    /// As many slots as `pool` has connections.
+    pub fn new(pool: PgPool, max_idle: Duration) -> Self {
+        let size = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
         Self {
             pool,
-            idle: Mutex::new(Vec::with_capacity(capacity)),
-            capacity,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            slots: Arc::new(Semaphore::new(size)),
             max_idle,
-            kept: tokio::sync::Notify::new(),
+            kept: Notify::new(),
         }
     }
 
-    /// The connection used last (warmest), or one from the pool. A caller waiting on the pool also wakes when a
-    /// connection is kept here, since a kept connection never goes back to the pool's own waiters.
+    /// The connection kept last (warmest), or a new one from the pool, within the pool's acquire timeout.
     pub async fn acquire(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
+        let timeout = self.pool.options().get_acquire_timeout();
+        let held = tokio::time::timeout(timeout, self.kept_or_slot())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        Ok(KeptConnection { held, home: self })
+    }
+
+    async fn kept_or_slot(&self) -> Result<Held, sqlx::Error> {
         loop {
             // Registered before the look, so a connection kept in between still wakes this caller.
             let kept = self.kept.notified();
             tokio::pin!(kept);
             kept.as_mut().enable();
-            if let Some(conn) = self.take_fresh() {
-                return Ok(KeptConnection { conn, home: self });
+            if let Some(held) = self.take_fresh() {
+                return Ok(held);
+            }
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                return self.open(slot).await;
             }
             tokio::select! {
-                conn = self.pool.acquire() => return Ok(KeptConnection { conn: conn?, home: self }),
+                slot = self.slots.clone().acquire_owned() => {
+                    let slot = slot.map_err(|_| sqlx::Error::PoolClosed)?;
+                    return self.open(slot).await;
+                }
                 () = kept => {}
             }
         }
+    }
+
+    /// A connection from sqlx for a slot: never a wait for capacity, since every connection out holds a slot.
+    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<Held, sqlx::Error> {
+        let conn = self.pool.acquire().await?;
+        Ok(Held { conn, _slot: slot })
     }
 
     /// Hands every waiting connection back to the pool.
@@ -80,6 +109,7 @@ impl KeptConnections {
 
     /// Hands every waiting connection back, then closes the pool (which waits for every connection).
     pub async fn close(&self) {
+        self.slots.close();
         self.release_all();
         self.pool.close().await;
     }
@@ -88,10 +118,10 @@ impl KeptConnections {
         self.lock().len()
     }
 
-    fn take_fresh(&self) -> Option<PoolConnection<Postgres>> {
+    fn take_fresh(&self) -> Option<Held> {
         let mut idle = self.lock();
         let stale = self.drain_stale(&mut idle);
-        let fresh = idle.pop().map(|(conn, _)| conn);
+        let fresh = idle.pop().map(|(held, _)| held);
         // Stale ones are dropped outside the lock: each drop spawns sqlx's ping-and-return.
         drop(idle);
         drop(stale);
@@ -99,28 +129,26 @@ impl KeptConnections {
     }
 
     /// The list is in the order connections came back, oldest first.
-    fn drain_stale(&self, idle: &mut Vec<(PoolConnection<Postgres>, Instant)>) -> Vec<PoolConnection<Postgres>> {
+    fn drain_stale(&self, idle: &mut Vec<(Held, Instant)>) -> Vec<Held> {
         let now = Instant::now();
         let split = idle
             .iter()
             .position(|(_, since)| now.duration_since(*since) <= self.max_idle)
             .unwrap_or(idle.len());
-        idle.drain(..split).map(|(conn, _)| conn).collect()
+        idle.drain(..split).map(|(held, _)| held).collect()
     }
 
-    fn put_back(&self, conn: PoolConnection<Postgres>) {
-        let mut idle = self.lock();
-        if idle.len() < self.capacity {
-            idle.push((conn, Instant::now()));
-            drop(idle);
-            self.kept.notify_one();
+    fn put_back(&self, held: Held) {
+        if self.slots.is_closed() {
+            // Closing: the pool waits for this one.
+            drop(held);
             return;
         }
-        drop(idle);
-        drop(conn);
+        self.lock().push((held, Instant::now()));
+        self.kept.notify_one();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Held, Instant)>> {
         // A panic while holding this lock cannot leave the list half-changed (push, pop, drain): keep using it.
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -128,7 +156,7 @@ impl KeptConnections {
 
 /// A connection out of [`KeptConnections`]. Dropped, it returns to sqlx's pool the checked way.
 pub struct KeptConnection<'a> {
-    conn: PoolConnection<Postgres>,
+    held: Held,
     home: &'a KeptConnections,
 }
 
@@ -136,11 +164,11 @@ impl KeptConnection<'_> {
     /// Puts the connection back without a ping. Call it only after the statement finished: `outcome` is its
     /// result, and an error that may concern the connection itself sends it back through sqlx instead.
     pub fn keep_after(self, outcome: Result<(), &sqlx::Error>) {
-        let KeptConnection { conn, home } = self;
+        let KeptConnection { held, home } = self;
         match outcome {
-            Ok(()) => home.put_back(conn),
-            Err(e) if connection_is_sound_after(e) => home.put_back(conn),
-            Err(_) => drop(conn),
+            Ok(()) => home.put_back(held),
+            Err(e) if connection_is_sound_after(e) => home.put_back(held),
+            Err(_) => drop(held),
         }
     }
 }
@@ -165,12 +193,12 @@ impl Deref for KeptConnection<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        &self.held.conn
     }
 }
 
 impl DerefMut for KeptConnection<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        &mut self.held.conn
     }
 }

@@ -20,6 +20,17 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
         .unwrap()
 }
 
+/// A pool of `size` on the test app's database, with a short acquire timeout so a starved caller fails fast.
+async fn pool_of(app: &crate::helpers::TestApp, size: u32) -> PgPool {
+    let options = (*app.db.connect_options()).clone();
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
 /// Waits (bounded) until `pool` holds `idle` idle connections: sqlx returns a connection on a task of its own.
 async fn idle_in(pool: &PgPool, idle: usize) {
     for _ in 0..200 {
@@ -59,12 +70,13 @@ async fn a_get_keeps_its_connection_out_of_the_pool_and_reuses_it() {
 #[tokio::test]
 async fn a_kept_connection_is_the_same_backend_and_is_not_returned_to_the_pool() {
     let app = spawn_app().await;
-    let kept = KeptConnections::new(app.db.clone(), 2, Duration::from_secs(60));
+    let pool = pool_of(&app, 2).await;
+    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
     let mut conn = kept.acquire().await.unwrap();
     let first = backend_pid(&mut conn).await;
     conn.keep_after(Ok(()));
     assert_eq!(kept.waiting(), 1);
-    assert_eq!(app.db.num_idle(), 0, "kept, so not back in sqlx's pool");
+    assert_eq!(pool.num_idle(), 0, "kept, so not back in sqlx's pool");
 
     let mut again = kept.acquire().await.unwrap();
     assert_eq!(backend_pid(&mut again).await, first);
@@ -75,7 +87,7 @@ async fn a_kept_connection_is_the_same_backend_and_is_not_returned_to_the_pool()
 #[tokio::test]
 async fn a_database_error_keeps_the_connection_and_it_still_works() {
     let app = spawn_app().await;
-    let kept = KeptConnections::new(app.db.clone(), 2, Duration::from_secs(60));
+    let kept = KeptConnections::new(pool_of(&app, 2).await, Duration::from_secs(60));
     let mut conn = kept.acquire().await.unwrap();
     let failed = sqlx::query_scalar::<_, i32>("select 1 / 0").fetch_one(&mut *conn).await;
     let error = failed.expect_err("division by zero");
@@ -92,54 +104,86 @@ async fn a_database_error_keeps_the_connection_and_it_still_works() {
 #[tokio::test]
 async fn a_connection_error_or_a_dropped_guard_goes_back_the_checked_way() {
     let app = spawn_app().await;
-    let kept = KeptConnections::new(app.db.clone(), 2, Duration::from_secs(60));
+    let pool = pool_of(&app, 2).await;
+    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
 
     let conn = kept.acquire().await.unwrap();
     let io = sqlx::Error::Io(std::io::Error::other("reset"));
     conn.keep_after(Err(&io));
     assert_eq!(kept.waiting(), 0);
     // sqlx pinged it (still sound here) and took it back.
-    idle_in(&app.db, 1).await;
+    idle_in(&pool, 1).await;
 
     // A request cancelled mid-statement drops its guard without keeping it.
     let conn = kept.acquire().await.unwrap();
     drop(conn);
     assert_eq!(kept.waiting(), 0);
-    idle_in(&app.db, 1).await;
+    idle_in(&pool, 1).await;
 }
 
 #[tokio::test]
-async fn at_most_capacity_connections_wait_and_stale_ones_go_back() {
+async fn connections_stale_past_max_idle_go_back_to_the_pool() {
     let app = spawn_app().await;
-    let kept = KeptConnections::new(app.db.clone(), 2, Duration::from_millis(100));
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(kept.acquire().await.unwrap());
-    }
-    for conn in held {
-        conn.keep_after(Ok(()));
-    }
-    assert_eq!(kept.waiting(), 2, "the third went back to the pool");
-    idle_in(&app.db, 1).await;
+    let pool = pool_of(&app, 2).await;
+    let kept = KeptConnections::new(pool.clone(), Duration::from_millis(100));
+    let first = kept.acquire().await.unwrap();
+    let second = kept.acquire().await.unwrap();
+    first.keep_after(Ok(()));
+    second.keep_after(Ok(()));
+    assert_eq!(kept.waiting(), 2);
+    assert_eq!(pool.num_idle(), 0);
 
     // Past max_idle, the upkeep hands them back (through sqlx's checked release).
     tokio::time::sleep(Duration::from_millis(150)).await;
     kept.release_stale();
     assert_eq!(kept.waiting(), 0);
-    idle_in(&app.db, 3).await;
+    idle_in(&pool, 2).await;
+    // And the slots came back with them: both connections can be taken again.
+    let again = (kept.acquire().await.unwrap(), kept.acquire().await.unwrap());
+    drop(again);
 }
 
 #[tokio::test]
 async fn closing_hands_the_kept_connections_back_first() {
     let app = spawn_app().await;
-    let pool = app.db.clone();
-    let kept = KeptConnections::new(pool.clone(), 2, Duration::from_secs(60));
+    let pool = pool_of(&app, 2).await;
+    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
     let conn = kept.acquire().await.unwrap();
     conn.keep_after(Ok(()));
     tokio::time::timeout(Duration::from_secs(2), kept.close())
         .await
         .expect("the pool closes although a connection was kept");
     assert!(pool.is_closed());
+}
+
+#[tokio::test]
+async fn callers_waiting_for_a_connection_get_the_ones_kept_meanwhile() {
+    let app = spawn_app().await;
+    // Two connections for sixteen callers: most wait while finished reads keep theirs. Each waiter must be
+    // handed a kept connection (or a freed slot) rather than sit out the acquire timeout, and no connection is
+    // opened beyond the pool's two.
+    let pool = pool_of(&app, 2).await;
+    let kept = std::sync::Arc::new(KeptConnections::new(pool.clone(), Duration::from_secs(60)));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut backends = std::collections::HashSet::new();
+                for _ in 0..20 {
+                    let mut conn = kept.acquire().await?;
+                    backends.insert(backend_pid(&mut conn).await);
+                    conn.keep_after(Ok(()));
+                }
+                Ok::<_, sqlx::Error>(backends)
+            })
+        })
+        .collect();
+    let mut backends = std::collections::HashSet::new();
+    for caller in callers {
+        backends.extend(caller.await.unwrap().expect("every read got a connection"));
+    }
+    assert!((1..=2).contains(&backends.len()), "{} backends", backends.len());
+    assert!(pool.size() <= 2);
 }
 
 #[tokio::test]
@@ -150,36 +194,4 @@ async fn a_read_pool_of_one_serves_sequential_gets() {
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
     assert_eq!(app.state.kept.waiting(), 1);
-}
-
-#[tokio::test]
-async fn callers_waiting_on_the_pool_get_the_connections_kept_meanwhile() {
-    let app = spawn_app().await;
-    // Two connections for sixteen callers: most wait on the pool while finished reads keep theirs here. Each
-    // waiter must be handed a kept connection rather than sit out the pool's acquire timeout.
-    let options = (*app.db.connect_options()).clone();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_with(options)
-        .await
-        .unwrap();
-    let kept = std::sync::Arc::new(KeptConnections::new(pool, 2, Duration::from_secs(60)));
-    let callers: Vec<_> = (0..16)
-        .map(|_| {
-            let kept = kept.clone();
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    let mut conn = kept.acquire().await?;
-                    sqlx::query("select 1").execute(&mut *conn).await?;
-                    conn.keep_after(Ok(()));
-                }
-                Ok::<(), sqlx::Error>(())
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await.unwrap().expect("every read got a connection");
-    }
-    assert!((1..=2).contains(&kept.waiting()), "{} kept", kept.waiting());
 }
