@@ -1492,7 +1492,7 @@ mod tests {
     fn the_read_pool_needs_a_connection() {
         assert_eq!(dev(&[]).expect("valid").db_read_connections, 4);
         let err = dev(&[("db_read_connections", "0")]).unwrap_err();
-        assert!(err.to_string().contains("db_read_connections"), "{err}");
+        assert!(err.to_string().contains("ACP_DB_READ_CONNECTIONS"), "{err}");
     }
 
     fn prod(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {

@@ -49,6 +49,29 @@ pub fn lazy_read_pool(settings: &Settings) -> Result<PgPool, DbError> {
     pool_of_size(settings, settings.db_read_connections)
 }
 
+/// A value written to a `json` column (PostgreSQL keeps its text as sent). The large documents every checkout
+/// request writes and reads (a session's state, an order, a webhook payload) were `jsonb`, which PostgreSQL parses
+/// into its binary form on every write and prints back to text on every read; nothing queries inside them, so
+/// `json` saves the database that work (issue 14). sqlx's own `Json` always declares `jsonb`.
+pub struct JsonText<T>(pub T);
+
+impl<T> sqlx::Type<sqlx::Postgres> for JsonText<T> {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        // The `json` type's fixed OID.
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(114))
+    }
+}
+
+impl<T: serde::Serialize> sqlx::Encode<'_, sqlx::Postgres> for JsonText<T> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        serde_json::to_writer(&mut **buf, &self.0)?;
+        Ok(sqlx::encode::IsNull::No)
+    }
+}
+
 fn pool_of_size(settings: &Settings, size: u32) -> Result<PgPool, DbError> {
     let url = settings.database_url.as_ref().ok_or(DbError::MissingUrl)?;
     let options: PgConnectOptions = url.expose().parse().map_err(DbError::InvalidUrl)?;

@@ -524,7 +524,7 @@ async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error>
     .bind(&s.api_version)
     .bind(s.status.as_str())
     .bind(&s.currency)
-    .bind(Json(s))
+    .bind(crate::db::JsonText(s))
     .bind(s.created_at)
     .bind(s.updated_at)
     .bind(s.expires_at)
@@ -538,7 +538,7 @@ pub(super) async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sql
     sqlx::query("update checkout_session set status = $2, state = $3, updated_at = $4 where checkout_session_id = $1")
         .bind(&s.id)
         .bind(s.status.as_str())
-        .bind(Json(s))
+        .bind(crate::db::JsonText(s))
         .bind(s.updated_at)
         .execute(conn)
         .await?;

@@ -22,7 +22,7 @@ pub async fn insert(conn: &mut PgConnection, order: &Order) -> Result<(), sqlx::
     .bind(&order.currency)
     .bind(order.total())
     .bind(&order.charge_id)
-    .bind(Json(order))
+    .bind(crate::db::JsonText(order))
     .execute(conn)
     .await?;
     Ok(())
@@ -32,7 +32,7 @@ pub async fn save(conn: &mut PgConnection, order: &Order) -> Result<(), sqlx::Er
     sqlx::query("update merchant_order set status = $2, data = $3, updated_at = now() where order_id = $1")
         .bind(&order.id)
         .bind(order.status())
-        .bind(Json(order))
+        .bind(crate::db::JsonText(order))
         .execute(conn)
         .await?;
     Ok(())

@@ -24,7 +24,7 @@ pub async fn enqueue(conn: &mut PgConnection, order: &Order, event_type: &str) -
     .bind(&order.id)
     .bind(&order.agent_id)
     .bind(event_type)
-    .bind(payload)
+    .bind(crate::db::JsonText(payload))
     .execute(conn)
     .await?;
     Ok(event_id)

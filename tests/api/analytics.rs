@@ -166,7 +166,7 @@ fn authenticated(token: &str) -> Value {
 async fn expire(app: &TestApp, id: &str) {
     sqlx::query(
         "update checkout_session set expires_at = now() - interval '1 second',
-                state = jsonb_set(state, '{expires_at}', to_jsonb(now() - interval '1 second'))
+                state = jsonb_set(state::jsonb, '{expires_at}', to_jsonb(now() - interval '1 second'))
          where checkout_session_id = $1",
     )
     .bind(id)

@@ -193,7 +193,7 @@ async fn hostile_text_on_the_page_is_escaped() {
     let id = done["order"]["id"].as_str().unwrap();
     let hostile = "<script>alert('x')</script><img src=x onerror=alert(1)>\"&";
     sqlx::query(
-        "update merchant_order set data = jsonb_set(data, '{lines,0,title}', to_jsonb($2::text)) where order_id = $1",
+        "update merchant_order set data = jsonb_set(data::jsonb, '{lines,0,title}', to_jsonb($2::text)) where order_id = $1",
     )
     .bind(id)
     .bind(hostile)

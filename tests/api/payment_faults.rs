@@ -1281,7 +1281,7 @@ async fn a_payment_waiting_for_3ds_is_canceled_by_its_successor_by_cancel_and_by
     .await;
     sqlx::query(
         "update checkout_session set expires_at = now() - interval '1 second',
-             state = jsonb_set(state, '{expires_at}', to_jsonb(now() - interval '1 second'))
+             state = jsonb_set(state::jsonb, '{expires_at}', to_jsonb(now() - interval '1 second'))
          where checkout_session_id = $1",
     )
     .bind(&id)

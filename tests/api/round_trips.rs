@@ -365,3 +365,43 @@ async fn a_record_that_appears_after_the_claim_undoes_the_request() {
     );
     assert_eq!(count(&app, "funnel_event").await, 0);
 }
+
+/// The documents every checkout request writes and reads whole are `json` (kept as text, validated), not `jsonb`
+/// (parsed into a binary form on every write and printed back on every read), and a stored session still reads
+/// back as the API shows it.
+#[tokio::test]
+async fn checkout_documents_are_stored_as_json_text() {
+    let app = spawn_app().await;
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "select table_name::text || '.' || column_name::text, data_type::text from information_schema.columns
+          where (table_name, column_name) in
+                (('checkout_session', 'state'), ('merchant_order', 'data'), ('webhook_event', 'payload'))
+          order by 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let json = |column: &str| (column.to_owned(), "json".to_owned());
+    assert_eq!(
+        types,
+        [
+            json("checkout_session.state"),
+            json("merchant_order.data"),
+            json("webhook_event.payload")
+        ]
+    );
+
+    let created = session(
+        send(app.acp_post("/checkout_sessions", &create_body(json!([{"id": TEE}])))).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let stored: Value = sqlx::query_scalar("select state::jsonb from checkout_session where checkout_session_id = $1")
+        .bind(created["id"].as_str().unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored["id"], created["id"]);
+    let path = format!("/checkout_sessions/{}", created["id"].as_str().unwrap());
+    assert_eq!(session(send(app.acp_get(&path)).await, StatusCode::OK).await, created);
+}

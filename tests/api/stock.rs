@@ -291,7 +291,7 @@ async fn duplicate_item_ids_are_merged_before_the_per_order_limit_applies() {
 async fn expire_in_db(app: &TestApp, id: &str) {
     let moved = sqlx::query(
         "update checkout_session set expires_at = now() - interval '1 minute',
-                state = jsonb_set(state, '{expires_at}', to_jsonb(now() - interval '1 minute'))
+                state = jsonb_set(state::jsonb, '{expires_at}', to_jsonb(now() - interval '1 minute'))
          where checkout_session_id = $1",
     )
     .bind(id)
