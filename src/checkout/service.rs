@@ -27,7 +27,7 @@
 //! | create | 9 (8 without limited promotions) | BEGIN, claim (advisory lock + record read), catalog, rules version, redemption counts (only when the rules have a limited promotion), insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once |
 //! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts (as for create), save, record, COMMIT; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
 //! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save, funnel event, record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
-//! | GET | 1 | one SELECT on a pooled connection, no transaction |
+//! | GET | 1 | one SELECT on a kept read connection (`crate::db::kept`: no release ping), no transaction |
 //!
 //! Each of create, update and cancel commits exactly one transaction (`tests/api/round_trips.rs` counts them from
 //! `pg_stat_database.xact_commit`).

@@ -18,7 +18,9 @@
 //!
 //! Round trips per request (statements plus BEGIN/COMMIT, on one pooled connection, no ping on acquire):
 //! authentication costs 0 for the environment agent and 1 statement (agent and signature policy together) for a
-//! stored agent, before any of the below.
+//! stored agent, before any of the below. sqlx adds one more when a connection goes back to its pool (a Sync
+//! that checks the connection, not a statement); a GET's read connection is kept without it
+//! (`crate::db::kept`).
 //!
 //! | endpoint | round trips | of which |
 //! |---|---|---|
@@ -26,7 +28,7 @@
 //! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts, save, record, COMMIT (+ a funnel event on becoming ready) |
 //! | cancel | 8 | BEGIN, claim, load for update, waiting-payment read, save, funnel event, record, COMMIT |
 //! | replay / 409 / 422 | 3 | BEGIN, claim, ROLLBACK |
-//! | GET (no key) | 1 | one SELECT, no transaction |
+//! | GET (no key) | 1 | one SELECT, no transaction, on a kept read connection (no release ping) |
 //!
 //! See `crate::checkout::service` for the same counts from the use cases' side.
 
