@@ -187,7 +187,7 @@ impl Application {
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
             .transpose()?;
         let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
-        let kept = crate::db::kept::KeptConnections::new(db::lazy_read_pool(&settings)?, KEPT_CONNECTION_MAX_IDLE);
+        let kept = crate::db::kept::KeptConnections::new(db::lazy_read_pool(&settings)?, crate::db::kept::MAX_IDLE);
         let state = AppState::new(crate::http::SharedState {
             rate_limits,
             settings: Arc::new(settings),
@@ -263,7 +263,9 @@ impl Application {
                 crate::webhooks::worker::run(background_db.clone(), config, shutdown.clone()),
             ));
         }
-        workers.spawn(release_stale_kept_connections(state.clone(), shutdown.clone()));
+        let reads = state.clone();
+        let stop = shutdown.clone();
+        workers.spawn(async move { reads.kept.upkeep(stop).await });
         workers.spawn(crate::observability::metrics::upkeep(
             std::time::Duration::from_secs(5),
             shutdown.clone(),
@@ -457,20 +459,6 @@ async fn sweep_idempotency_keys(pool: sqlx::PgPool, every: std::time::Duration, 
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency keys swept"),
             Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
-        }
-    }
-}
-
-/// A kept connection silent this long goes back through sqlx's checked release rather than being trusted.
-const KEPT_CONNECTION_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Returns kept connections a pause in reads left waiting, so they do not sit outside the pool.
-async fn release_stale_kept_connections(state: AppState, stop: CancellationToken) {
-    let every = crate::db::kept::UPKEEP_EVERY;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => state.kept.release_stale(),
         }
     }
 }

@@ -13,9 +13,10 @@
 //! sqlx, kept ones included: a caller takes a kept connection, or a free slot and then a connection from sqlx
 //! (which then never waits for capacity), or waits for whichever comes first. One that waited longer than
 //! `max_idle` goes back through sqlx (pinged) rather than being trusted after a silence, which
-//! [`release_stale`] (run every [`UPKEEP_EVERY`]) also does when no read comes.
+//! [`release_stale`] (run every second by [`upkeep`]) also does when no read comes.
 //!
 //! [`release_stale`]: KeptConnections::release_stale
+//! [`upkeep`]: KeptConnections::upkeep
 
 use std::{
     ops::{Deref, DerefMut},
@@ -26,8 +27,11 @@ use std::{
 use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// How often the server runs [`KeptConnections::release_stale`].
-pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often [`KeptConnections::upkeep`] hands stale connections back.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the server trusts a kept connection without a ping.
+pub const MAX_IDLE: Duration = Duration::from_secs(5);
 
 /// A connection with the slot it holds.
 struct Held {
@@ -59,6 +63,10 @@ impl KeptConnections {
 
     /// The connection kept last (warmest), or a new one from the pool, within the pool's acquire timeout.
     pub async fn acquire(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
+        // The usual case under load needs no timer.
+        if let Some(held) = self.take_fresh() {
+            return Ok(KeptConnection { held, home: self });
+        }
         let timeout = self.pool.options().get_acquire_timeout();
         let held = tokio::time::timeout(timeout, self.kept_or_slot())
             .await
@@ -74,9 +82,6 @@ impl KeptConnections {
             kept.as_mut().enable();
             if let Some(held) = self.take_fresh() {
                 return Ok(held);
-            }
-            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-                return self.open(slot).await;
             }
             tokio::select! {
                 slot = self.slots.clone().acquire_owned() => {
@@ -105,6 +110,17 @@ impl KeptConnections {
     pub fn release_stale(&self) {
         let stale = self.drain_stale(&mut self.lock());
         drop(stale);
+    }
+
+    /// Runs [`release_stale`](Self::release_stale) every second until `stop` fires, so a pause in reads never
+    /// leaves connections outside the pool.
+    pub async fn upkeep(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(UPKEEP_EVERY) => self.release_stale(),
+            }
+        }
     }
 
     /// Hands every waiting connection back, then closes the pool (which waits for every connection).

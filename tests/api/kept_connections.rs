@@ -31,6 +31,14 @@ async fn pool_of(app: &crate::helpers::TestApp, size: u32) -> PgPool {
         .unwrap()
 }
 
+/// A test app, a pool of two on its database, and a keeper over that pool.
+async fn kept_over_two(max_idle: Duration) -> (crate::helpers::TestApp, PgPool, KeptConnections) {
+    let app = spawn_app().await;
+    let pool = pool_of(&app, 2).await;
+    let kept = KeptConnections::new(pool.clone(), max_idle);
+    (app, pool, kept)
+}
+
 /// Waits (bounded) until `pool` holds `idle` idle connections: sqlx returns a connection on a task of its own.
 async fn idle_in(pool: &PgPool, idle: usize) {
     for _ in 0..200 {
@@ -69,9 +77,7 @@ async fn a_get_keeps_its_connection_out_of_the_pool_and_reuses_it() {
 
 #[tokio::test]
 async fn a_kept_connection_is_the_same_backend_and_is_not_returned_to_the_pool() {
-    let app = spawn_app().await;
-    let pool = pool_of(&app, 2).await;
-    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
+    let (_app, pool, kept) = kept_over_two(Duration::from_secs(60)).await;
     let mut conn = kept.acquire().await.unwrap();
     let first = backend_pid(&mut conn).await;
     conn.keep_after(Ok(()));
@@ -86,8 +92,7 @@ async fn a_kept_connection_is_the_same_backend_and_is_not_returned_to_the_pool()
 
 #[tokio::test]
 async fn a_database_error_keeps_the_connection_and_it_still_works() {
-    let app = spawn_app().await;
-    let kept = KeptConnections::new(pool_of(&app, 2).await, Duration::from_secs(60));
+    let (_app, _pool, kept) = kept_over_two(Duration::from_secs(60)).await;
     let mut conn = kept.acquire().await.unwrap();
     let failed = sqlx::query_scalar::<_, i32>("select 1 / 0").fetch_one(&mut *conn).await;
     let error = failed.expect_err("division by zero");
@@ -103,9 +108,7 @@ async fn a_database_error_keeps_the_connection_and_it_still_works() {
 
 #[tokio::test]
 async fn a_connection_error_or_a_dropped_guard_goes_back_the_checked_way() {
-    let app = spawn_app().await;
-    let pool = pool_of(&app, 2).await;
-    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
+    let (_app, pool, kept) = kept_over_two(Duration::from_secs(60)).await;
 
     let conn = kept.acquire().await.unwrap();
     let io = sqlx::Error::Io(std::io::Error::other("reset"));
@@ -123,9 +126,7 @@ async fn a_connection_error_or_a_dropped_guard_goes_back_the_checked_way() {
 
 #[tokio::test]
 async fn connections_stale_past_max_idle_go_back_to_the_pool() {
-    let app = spawn_app().await;
-    let pool = pool_of(&app, 2).await;
-    let kept = KeptConnections::new(pool.clone(), Duration::from_millis(100));
+    let (_app, pool, kept) = kept_over_two(Duration::from_millis(100)).await;
     let first = kept.acquire().await.unwrap();
     let second = kept.acquire().await.unwrap();
     first.keep_after(Ok(()));
@@ -145,9 +146,7 @@ async fn connections_stale_past_max_idle_go_back_to_the_pool() {
 
 #[tokio::test]
 async fn closing_hands_the_kept_connections_back_first() {
-    let app = spawn_app().await;
-    let pool = pool_of(&app, 2).await;
-    let kept = KeptConnections::new(pool.clone(), Duration::from_secs(60));
+    let (_app, pool, kept) = kept_over_two(Duration::from_secs(60)).await;
     let conn = kept.acquire().await.unwrap();
     conn.keep_after(Ok(()));
     tokio::time::timeout(Duration::from_secs(2), kept.close())
@@ -158,12 +157,11 @@ async fn closing_hands_the_kept_connections_back_first() {
 
 #[tokio::test]
 async fn callers_waiting_for_a_connection_get_the_ones_kept_meanwhile() {
-    let app = spawn_app().await;
+    let (_app, pool, kept) = kept_over_two(Duration::from_secs(60)).await;
     // Two connections for sixteen callers: most wait while finished reads keep theirs. Each waiter must be
     // handed a kept connection (or a freed slot) rather than sit out the acquire timeout, and no connection is
     // opened beyond the pool's two.
-    let pool = pool_of(&app, 2).await;
-    let kept = std::sync::Arc::new(KeptConnections::new(pool.clone(), Duration::from_secs(60)));
+    let kept = std::sync::Arc::new(kept);
     let callers: Vec<_> = (0..16)
         .map(|_| {
             let kept = kept.clone();
