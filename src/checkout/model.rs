@@ -42,19 +42,21 @@ pub struct RequestedItem {
     pub quantity: u32,
 }
 
+/// Fields in the byte order of their names: the 2026-04-17 session embeds the buyer as stored, and a JSON object
+/// prints its keys sorted (see `protocol::session_view`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Buyer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone_number: Option<String>,
+    pub last_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tax_exemption: Option<TaxExemption>,
 }
@@ -71,30 +73,32 @@ pub struct TaxExemption {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Fields in the byte order of their names, as [`Buyer`]'s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Address {
-    pub name: String,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    pub country: String,
     pub line_one: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_two: Option<String>,
-    pub city: String,
-    pub state: String,
-    pub country: String,
+    pub name: String,
     pub postal_code: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub company: Option<String>,
+    pub state: String,
 }
 
+/// Fields in the byte order of their names, as [`Buyer`]'s.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FulfillmentDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, alias = "phone", skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<Address>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use axum::{
 use super::{
     AppState,
     extract::{AcpBody, AcpCall, checked},
-    idempotent::{self, MaybeIdempotency, RequestTx, into_response, json_response},
+    idempotent::{self, MaybeIdempotency, RequestTx, into_response},
     limits::ResourceId,
 };
 use crate::{
@@ -115,7 +115,7 @@ impl From<CheckoutError> for ApiError {
 
 /// The session as the caller's version shows it.
 fn rendered(state: &AppState, call: &AcpCall, status: StatusCode, session: &Session) -> StoredResponse {
-    json_response(status, &call.adapter.render(session, &state.wire))
+    StoredResponse::json_bytes(status.as_u16(), call.adapter.render_bytes(session, &state.wire))
 }
 
 async fn create(

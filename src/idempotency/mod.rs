@@ -103,6 +103,15 @@ impl StoredResponse {
             body: serde_json::to_vec(body).unwrap_or_default(),
         }
     }
+
+    /// A JSON answer already printed.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+        }
+    }
 }
 
 pub enum Begin {

@@ -96,14 +96,14 @@ pub struct PickupLocation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PickupAddress {
-    pub name: String,
+    pub city: String,
+    pub country: String,
     pub line_one: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_two: Option<String>,
-    pub city: String,
-    pub state: String,
-    pub country: String,
+    pub name: String,
     pub postal_code: String,
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

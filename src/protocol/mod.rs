@@ -4,6 +4,7 @@
 
 pub mod legacy;
 pub mod schema;
+pub mod session_view;
 pub mod unreleased;
 pub mod v2025_09_29;
 pub mod v2025_12_12;
@@ -53,6 +54,10 @@ pub trait Adapter: Send + Sync {
     }
     /// The session as this version's `CheckoutSession` (with `order` once completed).
     fn render(&self, session: &Session, ctx: &WireContext) -> Value;
+    /// The session as response bytes: [`Adapter::render`] printed, unless the version prints without the tree.
+    fn render_bytes(&self, session: &Session, ctx: &WireContext) -> Vec<u8> {
+        print(&self.render(session, ctx))
+    }
     /// The body of an order webhook (`order_create` / `order_update`) in this version's shape.
     fn webhook_body(&self, event_type: &str, order: &Order) -> Value;
 }
@@ -179,6 +184,16 @@ pub fn webhook_body(version: &str, event_type: &str, order: &Order) -> Value {
     adapter(version)
         .unwrap_or_else(newest_released)
         .webhook_body(event_type, order)
+}
+
+/// A response body printed into a buffer sized for a typical session, so printing one rarely reallocates.
+pub fn print(body: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    // Serializing plain structs and `Value`s into memory cannot fail; an empty body would show it if it did.
+    if serde_json::to_writer(&mut out, body).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// The session as an agent of `version` sees it (every version renders from the one canonical session).

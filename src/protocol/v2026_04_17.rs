@@ -11,11 +11,12 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::session_view::{CapabilitiesView, DiscountsView, FulfillmentOptionView, LineView, SessionView, TotalView};
 use super::{Adapter, WireContext, WireError, double_option, typed};
 use crate::checkout::{
     model::{
-        Address, Buyer, FulfillmentDetails, FulfillmentKind, FulfillmentOption, Line, Message, MessageKind,
-        RequestedItem, SelectedOption, Session, Status, Total,
+        Address, Buyer, FulfillmentDetails, FulfillmentKind, FulfillmentOption, Line, RequestedItem, SelectedOption,
+        Session, Total,
     },
     negotiation::{self, Declared},
     service::{AuthenticationOutcome, CompleteInput, CreateInput, UpdateInput},
@@ -64,6 +65,10 @@ impl Adapter for V2026_04_17 {
 
     fn render(&self, session: &Session, ctx: &WireContext) -> Value {
         render(session, ctx)
+    }
+
+    fn render_bytes(&self, session: &Session, ctx: &WireContext) -> Vec<u8> {
+        super::print(&SessionView::new(session, ctx))
     }
 
     fn webhook_body(&self, event_type: &str, order: &crate::orders::model::Order) -> Value {
@@ -417,99 +422,21 @@ impl CompleteRequest {
     }
 }
 
+/// A value of a view: `Value`'s own serializer cannot fail on the views' plain fields.
+fn value_of(view: impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
 pub(crate) fn totals(totals: &[Total]) -> Vec<Value> {
-    totals
-        .iter()
-        .map(|t| json!({"type": t.kind, "display_text": t.display_text, "amount": t.amount}))
-        .collect()
+    totals.iter().map(|t| value_of(TotalView::new(t))).collect()
 }
 
 pub(crate) fn line(l: &Line) -> Value {
-    let mut v = json!({
-        "id": l.id,
-        "item": {"id": l.item_id},
-        "quantity": l.quantity,
-        "name": l.name,
-        "unit_amount": l.unit_amount,
-        "product_id": l.product_id,
-        "totals": totals(&l.totals),
-    });
-    if let Some(d) = &l.description {
-        v["description"] = json!(d);
-    }
-    if let Some(img) = &l.image_url {
-        v["images"] = json!([img]);
-    }
-    if !l.disclosures.is_empty() {
-        v["disclosures"] = l
-            .disclosures
-            .iter()
-            .map(|d| json!({"type": "disclaimer", "content_type": d.content_type, "content": d.content}))
-            .collect();
-    }
-    if let Some(q) = l.available_quantity {
-        v["available_quantity"] = json!(q);
-    }
-    if let Some(m) = l.max_quantity_per_order {
-        v["max_quantity_per_order"] = json!(m);
-    }
-    if l.tax_exempt {
-        v["tax_exempt"] = json!(true);
-        v["tax_exemption_reason"] = json!("The buyer's tax-exemption certificate applies.");
-    }
-    v
+    value_of(LineView::new(l))
 }
 
 pub(crate) fn fulfillment_option(o: &FulfillmentOption) -> Value {
-    let label = if o.kind == FulfillmentKind::Shipping {
-        "Shipping"
-    } else {
-        "Delivery"
-    };
-    let mut v = json!({
-        "type": o.kind,
-        "id": o.id,
-        "title": o.title,
-        "totals": [{"type": "total", "display_text": label, "amount": o.amount}],
-    });
-    if let Some(d) = &o.description {
-        v["description"] = json!(d);
-    }
-    if let Some(c) = &o.carrier {
-        v["carrier"] = json!(c);
-    }
-    if let Some(t) = o.earliest_delivery_time {
-        v["earliest_delivery_time"] = json!(t.to_rfc3339());
-    }
-    if let Some(t) = o.latest_delivery_time {
-        v["latest_delivery_time"] = json!(t.to_rfc3339());
-    }
-    if let Some(location) = &o.location {
-        let mut l = json!({"name": location.name, "address": location.address});
-        for (key, value) in [("phone", &location.phone), ("instructions", &location.instructions)] {
-            if let Some(value) = value {
-                l[key] = json!(value);
-            }
-        }
-        v["location"] = l;
-        v["pickup_type"] = json!("in_store");
-    }
-    v
-}
-
-pub(crate) fn message(m: &Message) -> Value {
-    let kind = match m.kind {
-        MessageKind::Info => "info",
-        MessageKind::Warning => "warning",
-        MessageKind::Error => "error",
-    };
-    let mut v = json!({"type": kind, "content_type": "plain", "content": m.content});
-    for (key, value) in [("code", &m.code), ("param", &m.param), ("resolution", &m.resolution)] {
-        if let Some(value) = value {
-            v[key] = json!(value);
-        }
-    }
-    v
+    value_of(FulfillmentOptionView::new(o))
 }
 
 /// The discount extension is active when the agent declared it, or sent codes anyway.
@@ -522,127 +449,19 @@ pub(crate) fn discount_extension_active(s: &Session) -> bool {
 
 /// `DiscountsResponse`: the codes as sent, what applied (with per-line allocations) and what was rejected.
 pub(crate) fn discounts(s: &Session) -> Value {
-    let applied: Vec<Value> = s
-        .computed
-        .applied_discounts
-        .iter()
-        .map(|a| {
-            let mut coupon = json!({"id": a.promotion_id, "name": a.name});
-            if let Some(p) = a.percent_off {
-                coupon["percent_off"] = json!(p.normalize().to_string().parse::<f64>().unwrap_or(0.0));
-            }
-            if let Some(amount) = a.amount_off {
-                coupon["amount_off"] = json!(amount);
-                coupon["currency"] = json!(s.currency);
-            }
-            let allocations: Vec<Value> = if a.free_shipping {
-                vec![json!({"path": "$.totals.fulfillment", "amount": a.amount})]
-            } else {
-                a.allocations
-                    .iter()
-                    .map(|(i, amount)| json!({"path": format!("$.line_items[{i}]"), "amount": amount}))
-                    .collect()
-            };
-            // A percentage comes off each line; a fixed amount is spread across them.
-            let method = if a.percent_off.is_some() { "each" } else { "across" };
-            let mut v = json!({
-                "id": format!("di_{}", a.promotion_id),
-                "coupon": coupon,
-                "amount": a.amount,
-                "automatic": a.code.is_none(),
-                "method": method,
-                "allocations": allocations,
-            });
-            if let Some(code) = &a.code {
-                v["code"] = json!(code);
-            }
-            v
-        })
-        .collect();
-    let rejected: Vec<Value> = s
-        .computed
-        .rejected_discounts
-        .iter()
-        .map(|r| json!({"code": r.code, "reason": r.reason, "message": r.message}))
-        .collect();
-    json!({"codes": s.discount_codes, "applied": applied, "rejected": rejected})
+    value_of(DiscountsView::new(s))
 }
 
 /// The negotiated `capabilities` (without `extensions`): the merchant's handlers the agent can use (each shaped by
 /// `handler` for the version), the interventions both sides support, and what the merchant requires.
 pub fn capabilities(s: &Session, ctx: &WireContext, handler: impl Fn(&Value) -> Value) -> Value {
-    let supported: Vec<&str> = ctx
-        .seller_interventions
-        .iter()
-        .map(String::as_str)
-        .filter(|i| s.agent_interventions.iter().any(|a| a == i))
-        .collect();
-    let handlers: Vec<Value> = ctx
-        .payment_handlers
-        .iter()
-        .filter(|h| negotiation::offers(&s.negotiation, h))
-        .map(handler)
-        .collect();
-    json!({
-        "payment": {"handlers": handlers},
-        "interventions": {
-            "supported": supported,
-            "required": s.negotiation.required_interventions,
-            "enforcement": negotiation::enforcement(&s.negotiation),
-        },
-    })
+    value_of(CapabilitiesView::new(s, ctx, handler))
 }
 
-/// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed).
+/// The full authoritative session as 2026-04-17 defines `CheckoutSession` (plus `order` once completed), as a
+/// tree for the versions that reshape it; this version's own answers print [`SessionView`] directly.
 pub fn render(s: &Session, ctx: &WireContext) -> Value {
-    let mut v = json!({
-        "id": s.id,
-        "protocol": {"version": VERSION},
-        "capabilities": capabilities(s, ctx, |h| h.clone()),
-        "status": s.status.as_str(),
-        "currency": s.currency,
-        "line_items": s.computed.lines.iter().map(line).collect::<Vec<_>>(),
-        "fulfillment_options": s.computed.fulfillment_options.iter().map(fulfillment_option).collect::<Vec<_>>(),
-        "totals": totals(&s.computed.totals),
-        "messages": s.computed.messages.iter().map(message).collect::<Vec<_>>(),
-        "links": ctx.links,
-        "created_at": s.created_at.to_rfc3339(),
-        "updated_at": s.updated_at.to_rfc3339(),
-        "expires_at": s.expires_at.to_rfc3339(),
-    });
-    if !s.computed.selected.is_empty() {
-        v["selected_fulfillment_options"] = s
-            .computed
-            .selected
-            .iter()
-            .map(|o| json!({"type": o.kind, "option_id": o.option_id, "item_ids": o.item_ids}))
-            .collect();
-    }
-    if let Some(b) = &s.buyer {
-        v["buyer"] = json!(b);
-    }
-    if let Some(d) = &s.fulfillment_details {
-        v["fulfillment_details"] = json!(d);
-    }
-    if s.status == Status::AuthenticationRequired {
-        v["authentication_metadata"] = ctx.authentication_metadata.clone();
-    }
-    if discount_extension_active(s) {
-        v["capabilities"]["extensions"] = json!([{
-            "name": "discount",
-            "extends": ["$.CheckoutSessionCreateRequest.discounts", "$.CheckoutSessionUpdateRequest.discounts",
-                        "$.CheckoutSession.discounts"],
-        }]);
-        v["discounts"] = discounts(s);
-    }
-    if let Some(order) = &s.order {
-        v["order"] = json!({
-            "id": order.id,
-            "checkout_session_id": s.id,
-            "permalink_url": order.permalink_url,
-        });
-    }
-    v
+    value_of(SessionView::new(s, ctx))
 }
 
 /// The full `Order` as 2026-04-17 defines it (complete response `order` is the short form; webhooks carry this).
