@@ -148,6 +148,14 @@ enum CatalogAction {
     },
     /// Write every product as a feed Product, one per line, to stdout.
     Export,
+    /// Report the feed quality of FILE (feed Products as JSONL) without importing it: findings per product and
+    /// variant, with a score (README, "Feed quality"). Exits with 1 when a line violates the feed schema.
+    Check {
+        file: PathBuf,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,6 +179,10 @@ fn main() -> ExitCode {
             Command::Reconcile => reconcile(load(file, SERVE_DEFAULTS)?).await,
             Command::Webhook { action } => webhook_command(action),
             Command::Rules { action } => rules_command(load(file, SERVE_DEFAULTS)?, action).await,
+            // Checking a feed file reads nothing but the file: no settings, no database.
+            Command::Catalog {
+                action: CatalogAction::Check { file: feed, json },
+            } => check_catalog(&feed, json),
             Command::Catalog { action } => catalog_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Secrets { action } => secrets_command(load(file, SERVE_DEFAULTS)?, action).await,
             Command::Sign(args) => sign_command(&args),
@@ -388,6 +400,7 @@ async fn catalog_command(settings: Settings, action: CatalogAction) -> Outcome {
                 eprintln!("applied attributes to {n} variants");
             }
         }
+        CatalogAction::Check { file, json } => return check_catalog(&file, json),
         CatalogAction::Export => {
             let text = catalog::export_jsonl(&pool)
                 .await
@@ -396,6 +409,19 @@ async fn catalog_command(settings: Settings, action: CatalogAction) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// `catalog check`: needs no database, only the file.
+fn check_catalog(file: &std::path::Path, json: bool) -> Outcome {
+    let text = std::fs::read_to_string(file).map_err(|e| fail(&format!("cannot read {}", file.display()), e))?;
+    let report = catalog::quality::check_feed(&text);
+    if json {
+        let printed = serde_json::to_string_pretty(&report).map_err(|e| fail("cannot print the report", e))?;
+        println!("{printed}");
+    } else {
+        print!("{}", report.text());
+    }
+    if report.has_errors() { Err(EXIT_FAILURE) } else { Ok(()) }
 }
 
 /// The demo catalog, embedded so `demo` works from any directory.

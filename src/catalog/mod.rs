@@ -2,6 +2,7 @@
 //! variants (a checkout item id is a variant id), and merchant-only attributes that the feed cannot carry.
 
 pub mod feed;
+pub mod quality;
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -19,6 +20,9 @@ pub enum CatalogError {
     },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored product no longer reads as a feed Product (written by hand, or by an incompatible version).
+    #[error("stored product {product_id} is not a feed Product: {message}")]
+    Stored { product_id: String, message: String },
 }
 
 /// Merchant-only attributes of one variant (the `--attributes` file and the admin API). Absent fields keep their
@@ -72,22 +76,34 @@ fn parse_lines<T: for<'de> Deserialize<'de>>(
     check: impl Fn(&T) -> Result<(), (String, String)>,
 ) -> Result<Vec<T>, CatalogError> {
     let mut out = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let invalid = |param: String, message: String| CatalogError::Line { line, param, message };
-        // Parsed as JSON first so that what PostgreSQL cannot store (NUL) is refused at its place.
-        let json: serde_json::Value =
-            serde_json::from_str(raw).map_err(|e| invalid("$".to_owned(), format!("not valid JSON: {e}")))?;
-        crate::input_limits::check_json(&json).map_err(|r| invalid(r.param, r.message))?;
-        let value: T = serde_path_to_error::deserialize(json)
-            .map_err(|e| invalid(crate::jsonpath::from_serde_path(e.path()), e.inner().to_string()))?;
-        check(&value).map_err(|(param, message)| CatalogError::Line { line, param, message })?;
+    for (line, raw) in numbered_lines(text) {
+        let value = parse_line(raw, &check).map_err(|(param, message)| CatalogError::Line { line, param, message })?;
         out.push(value);
     }
     Ok(out)
+}
+
+/// The non-blank lines of a JSONL text, with their 1-based line numbers.
+pub fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, raw)| !raw.trim().is_empty())
+        .map(|(index, raw)| (index + 1, raw))
+}
+
+/// One JSONL line as a `T` that passes `check`, or the JSONPath inside the line of what is wrong and why.
+pub fn parse_line<T: for<'de> Deserialize<'de>>(
+    raw: &str,
+    check: impl Fn(&T) -> Result<(), (String, String)>,
+) -> Result<T, (String, String)> {
+    // Parsed as JSON first so that what PostgreSQL cannot store (NUL) is refused at its place.
+    let json: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| ("$".to_owned(), format!("not valid JSON: {e}")))?;
+    crate::input_limits::check_json(&json).map_err(|r| (r.param, r.message))?;
+    let value: T = serde_path_to_error::deserialize(json)
+        .map_err(|e| (crate::jsonpath::from_serde_path(e.path()), e.inner().to_string()))?;
+    check(&value)?;
+    Ok(value)
 }
 
 pub fn parse_products(text: &str) -> Result<Vec<feed::Product>, CatalogError> {
@@ -253,6 +269,22 @@ pub async fn export_jsonl(pool: &PgPool) -> Result<String, CatalogError> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Every stored product as its feed Product, in id order.
+pub async fn stored_products(pool: &PgPool) -> Result<Vec<feed::Product>, CatalogError> {
+    let rows: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("select product_id, feed from product order by product_id")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(product_id, feed)| {
+            serde_json::from_value(feed).map_err(|e| CatalogError::Stored {
+                product_id,
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// What checkout needs to know about one variant.

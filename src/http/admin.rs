@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/catalog/import", post(import))
         .route("/admin/catalog/attributes", post(attributes))
         .route("/admin/catalog/export", get(export))
+        .route("/admin/catalog/quality", get(quality))
         .route("/admin/simulator/release", post(release_simulator))
         .route("/admin/agents", get(list_agents).post(create_agent))
         .route("/admin/pricing/rules", get(get_rules).put(put_rules))
@@ -63,6 +64,10 @@ impl From<CatalogError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("line {line}: {message}")).with_param(param)
             }
             CatalogError::Db(e) => e.into(),
+            CatalogError::Stored { product_id, message } => {
+                tracing::error!(product_id = %product_id, error = %message, "a stored product cannot be read");
+                ApiError::internal()
+            }
         }
     }
 }
@@ -101,6 +106,12 @@ async fn attributes(State(state): State<AppState>, _: Admin, request: Request) -
 async fn export(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let body = catalog::export_jsonl(&state.db).await?;
     Ok(([(header::CONTENT_TYPE, "application/jsonl")], body).into_response())
+}
+
+/// The feed quality report of the stored catalog (README, "Feed quality").
+async fn quality(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let products = catalog::stored_products(&state.db).await?;
+    Ok(Json(catalog::quality::check_products(&products)).into_response())
 }
 
 /// Lets every simulator charge held by the `spt_sim_hold` token answer (development and tests).

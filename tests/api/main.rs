@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod demo;
 mod discovery;
+mod feed_quality;
 mod health;
 mod helpers;
 mod hostile_input;
