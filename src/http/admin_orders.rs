@@ -31,6 +31,7 @@ use crate::{
 pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/orders", get(list_orders))
+        .route("/admin/orders/changes", get(order_changes))
         .route("/admin/orders/{id}", get(get_order))
         .route("/admin/orders/{id}/ship", post(ship))
         .route("/admin/orders/{id}/deliver", post(deliver))
@@ -123,6 +124,79 @@ async fn list_orders(
         })
         .collect();
     Ok(Json(json!({"orders": orders})).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// Largest page of the order feed.
+const MAX_CHANGES: i64 = 1000;
+
+/// The order feed for polling integrations: order versions after `cursor` in commit order (the migration
+/// `order_changes` explains why a position never appears before an earlier one). `next_cursor` is the last
+/// position returned, or the cursor given when there is nothing new.
+async fn order_changes(
+    State(state): State<AppState>,
+    _: Admin,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Response, ApiError> {
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "cursor must be a next_cursor this feed returned",
+            )
+            .with_param("$.cursor")
+        })?,
+    };
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_CHANGES).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("limit must be 1 to {MAX_CHANGES}"),
+                )
+                .with_param("$.limit")
+            })?,
+    };
+    type Row = (
+        i64,
+        String,
+        i32,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        sqlx::types::Json<orders::model::Order>,
+    );
+    // One more than asked tells whether another page follows.
+    let mut rows: Vec<Row> = sqlx::query_as(
+        "select position, order_id, version, status, changed_at, data from order_change
+         where position > $1 order by position limit $2",
+    )
+    .bind(cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = rows.last().map_or(cursor, |r| r.0);
+    let changes: Vec<Value> = rows
+        .into_iter()
+        .map(|(position, order_id, version, status, changed_at, order)| {
+            json!({"position": position, "order_id": order_id, "version": version, "status": status,
+                   "changed_at": changed_at, "order": render_order(&order.0)})
+        })
+        .collect();
+    Ok(Json(json!({"changes": changes, "next_cursor": next_cursor.to_string(), "has_more": has_more})).into_response())
 }
 
 async fn get_order(State(state): State<AppState>, _: Admin, ResourceId(id): ResourceId) -> Result<Response, ApiError> {

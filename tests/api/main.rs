@@ -18,6 +18,7 @@ mod logging;
 mod metrics;
 mod negotiation;
 mod official;
+mod order_feed;
 mod own_openapi;
 mod payment_faults;
 mod pricing;

@@ -102,7 +102,7 @@ async fn app_for(receiver: &WebhookReceiver, extra: &[(&'static str, &'static st
 }
 
 /// Creates and completes a checkout; returns the order id.
-async fn buy(app: &TestApp) -> String {
+pub async fn buy(app: &TestApp) -> String {
     let s = create(app, json!([{"id": TEE}])).await;
     let path = format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap());
     let done = session(
