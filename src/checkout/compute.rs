@@ -75,6 +75,17 @@ pub fn recompute(
         .collect();
     for (i, (item, v)) in rows.iter().enumerate() {
         check_line(i, item, v, &session.currency, &mut messages);
+        if let Some(refusal) = rules
+            .sales_policy
+            .refusal(&session.agent_id, &v.product_id, v.category.as_deref())
+        {
+            messages.push(Message::error(
+                refusal.code(),
+                format!("$.line_items[{i}].item.id"),
+                refusal.content(&v.title),
+                "requires_buyer_input",
+            ));
+        }
     }
     let destination = destination(session);
     let requested_shipping = session
@@ -106,6 +117,9 @@ pub fn recompute(
         messages.push(currency_message(&session.currency, withheld, &lines, &selected));
     }
     let totals = order_totals(priced.as_ref(), &selected);
+    if let Some(message) = over_agent_maximum(session, rules, &totals) {
+        messages.push(message);
+    }
     let (applied_discounts, rejected_discounts) = discounts(session, rules, priced.as_ref(), &mut messages);
     messages.extend(super::negotiation::messages(session));
     let ready =
@@ -126,6 +140,37 @@ pub fn recompute(
             (false, _) => Status::NotReadyForPayment,
         };
     }
+}
+
+/// The sales policy's maximum order total for the session's agent, when the total is over it. The limit is in the
+/// bundle's currency, like every amount of the bundle, so it holds for carts in that currency (or in any, when the
+/// bundle names none).
+fn over_agent_maximum(session: &Session, rules: &Rules, totals: &[Total]) -> Option<Message> {
+    let max = rules.sales_policy.max_order_amount(&session.agent_id)?;
+    if rules
+        .currency
+        .as_deref()
+        .is_some_and(|c| !c.eq_ignore_ascii_case(&session.currency))
+    {
+        return None;
+    }
+    let total = totals.iter().find(|t| t.kind == "total")?.amount;
+    (total > max).then(|| {
+        let exponent = crate::pricing::currency::exponent(&session.currency).unwrap_or(2);
+        let shown = |amount: i64| rust_decimal::Decimal::new(amount, exponent).to_string();
+        Message::error(
+            "maximum_exceeded",
+            "$.totals",
+            format!(
+                "Orders through this agent are limited to {} {}; this one is {} {}.",
+                shown(max),
+                session.currency.to_uppercase(),
+                shown(total),
+                session.currency.to_uppercase()
+            ),
+            "requires_buyer_input",
+        )
+    })
 }
 
 fn destination(session: &Session) -> Option<Destination> {

@@ -11,6 +11,7 @@ pub mod allocate;
 pub mod currency;
 pub mod engine;
 pub mod listener;
+pub mod policy;
 pub mod rules;
 pub mod store;
 

@@ -185,4 +185,7 @@ pub struct Rules {
     pub promotions: Vec<Promotion>,
     #[serde(default)]
     pub pickup: Vec<PickupLocation>,
+    /// What agents may sell, to which agents, up to what total ([`super::policy`]).
+    #[serde(default, skip_serializing_if = "super::policy::SalesPolicy::is_empty")]
+    pub sales_policy: super::policy::SalesPolicy,
 }

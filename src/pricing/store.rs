@@ -81,6 +81,9 @@ pub fn validate(rules: &Rules) -> Result<(), RulesError> {
             return Err(invalid(format!("$.promotions[{i}].ends_at"), "must be after starts_at"));
         }
     }
+    if let Some((param, message)) = rules.sales_policy.problem() {
+        return Err(invalid(param, message));
+    }
     let exclusive: Vec<(usize, &super::rules::Promotion)> = rules
         .promotions
         .iter()

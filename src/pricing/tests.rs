@@ -711,6 +711,7 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
         .prop_map(
             |(inclusive, half_up, order_level, taxes, promos, ship, currency, pickup_fee)| Rules {
                 pickup: pickup_fee.map(|fee| vec![pickup("store", fee)]).unwrap_or_default(),
+                sales_policy: Default::default(),
                 currency: currency.map(Into::into),
                 tax_inclusive: inclusive,
                 rounding: if half_up { Rounding::HalfUp } else { Rounding::HalfEven },

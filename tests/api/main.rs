@@ -24,6 +24,7 @@ mod payment_faults;
 mod pricing;
 mod rate_limits;
 mod readiness;
+mod sales_policy;
 mod secrets_at_rest;
 mod shared;
 mod shutdown;
