@@ -44,6 +44,7 @@ const KEYS: &[&str] = &[
     "tls_terminated_by_proxy",
     "allow_simulator_in_production",
     "allow_insecure_webhook_urls",
+    "merchant_webhook_allowed_cidrs",
     "debug_routes",
     "session_ttl_secs",
     "expiry_sweep_interval_ms",
@@ -319,6 +320,8 @@ struct RawSettings {
     tls_terminated_by_proxy: bool,
     allow_simulator_in_production: bool,
     allow_insecure_webhook_urls: bool,
+    #[serde(deserialize_with = "lenient_string")]
+    merchant_webhook_allowed_cidrs: String,
     debug_routes: bool,
     session_ttl_secs: u64,
     expiry_sweep_interval_ms: u64,
@@ -473,6 +476,8 @@ pub struct Settings {
     pub tls_terminated_by_proxy: bool,
     pub allow_simulator_in_production: bool,
     pub allow_insecure_webhook_urls: bool,
+    /// Private networks merchant webhook endpoints may target (`ACP_MERCHANT_WEBHOOK_ALLOWED_CIDRS`).
+    pub merchant_webhook_allowed_cidrs: Vec<ipnet::IpNet>,
     pub debug_routes: bool,
     pub session_ttl: Duration,
     pub expiry_sweep_interval: Duration,
@@ -754,6 +759,7 @@ impl RawSettings {
             ));
         }
         let ship_to_countries = parse_countries(&self.ship_to_countries)?;
+        let merchant_webhook_allowed_cidrs = parse_cidrs(&self.merchant_webhook_allowed_cidrs)?;
         if self.payment_merchant_id.is_empty() || self.payment_merchant_id.len() > 256 {
             return Err(ConfigError::new("payment_merchant_id", "must be 1 to 256 characters"));
         }
@@ -861,6 +867,7 @@ impl RawSettings {
             tls_terminated_by_proxy: self.tls_terminated_by_proxy,
             allow_simulator_in_production: self.allow_simulator_in_production,
             allow_insecure_webhook_urls: self.allow_insecure_webhook_urls,
+            merchant_webhook_allowed_cidrs,
             debug_routes: self.debug_routes,
             session_ttl: Duration::from_secs(self.session_ttl_secs),
             expiry_sweep_interval: Duration::from_millis(self.expiry_sweep_interval_ms),
@@ -1189,6 +1196,22 @@ fn parse_countries(value: &str) -> Result<Vec<String>, ConfigError> {
     }
 }
 
+fn parse_cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<ipnet::IpNet>().map_err(|_| {
+                ConfigError::new(
+                    "merchant_webhook_allowed_cidrs",
+                    format!("`{c}` is not a CIDR (expected e.g. 10.20.0.0/16,fd00::/8)"),
+                )
+            })
+        })
+        .collect()
+}
+
 fn check_database_url(url: &Secret) -> Result<(), ConfigError> {
     let url = url.expose();
     let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
@@ -1486,6 +1509,15 @@ mod tests {
         let mut all = vec![("env", "development"), ("psp", "simulator")];
         all.extend_from_slice(pairs);
         Settings::from_pairs(&all)
+    }
+
+    #[test]
+    fn merchant_webhook_networks_are_cidrs() {
+        assert!(dev(&[]).expect("valid").merchant_webhook_allowed_cidrs.is_empty());
+        let settings = dev(&[("merchant_webhook_allowed_cidrs", " 10.20.0.0/16, fd00::/8 ")]).expect("valid");
+        assert_eq!(settings.merchant_webhook_allowed_cidrs.len(), 2);
+        let err = dev(&[("merchant_webhook_allowed_cidrs", "10.20.0.0")]).unwrap_err();
+        assert!(err.to_string().contains("ACP_MERCHANT_WEBHOOK_ALLOWED_CIDRS"), "{err}");
     }
 
     #[test]

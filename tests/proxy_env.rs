@@ -99,6 +99,7 @@ fn proxy_variables_in_the_environment_are_ignored() {
             timeout: Duration::from_secs(2),
             max_response_bytes: 1024,
             allow_insecure: true,
+            allowed_networks: Vec::new(),
         })
         .unwrap();
         let body = br#"{"type":"order_create","data":{"id":"ord_proxy"}}"#.to_vec();

@@ -324,6 +324,7 @@ impl Checkout {
         session.computed.messages = vec![Message::info("Checkout session has been canceled.")];
         session.updated_at = now;
         save(conn, &session).await?;
+        crate::webhooks::merchant::enqueue_abandoned(conn, &session, reason).await?;
         let detail = Detail { amount: None, reason };
         self.funnel
             .record(conn, &session, EventKind::Canceled, now, detail)
@@ -339,6 +340,7 @@ impl Checkout {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         save(conn, session).await?;
+        crate::webhooks::merchant::enqueue_abandoned(conn, session, None).await?;
         self.funnel
             .record(conn, session, EventKind::Expired, now, Detail::default())
             .await

@@ -388,5 +388,6 @@ async fn insert_order(
     };
     orders::insert(conn, &order).await?;
     outbox::enqueue(conn, &order, "order_create").await?;
+    crate::webhooks::merchant::enqueue_order(conn, &order, "order.created").await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 // Funnel analytics and CPA (issue 13).
 pub mod admin_analytics;
+pub mod admin_merchant_webhooks;
 pub mod admin_orders;
 pub mod admin_rate_limit;
 pub mod checkout;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(checkout::router(&state))
         .merge(admin::router())
         .merge(admin_orders::router(&state))
+        .merge(admin_merchant_webhooks::router(&state))
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
         .merge(admin_rate_limit::router())

@@ -17,7 +17,7 @@ use super::model::{Adjustment, Fulfillment, FulfillmentEvent, Order};
 use crate::{
     checkout::stock,
     psp::{CancelOutcome, PaymentProvider, Psp, PspError, ReportedRefund},
-    webhooks::outbox,
+    webhooks::{merchant, outbox},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +68,13 @@ async fn load_unlocked(pool: &PgPool, order_id: &str) -> Result<Order, OrderErro
         .ok_or(OrderError::NotFound)
 }
 
-/// Saves the change and queues its `order_update`, in the caller's transaction.
-async fn publish(tx: &mut PgConnection, order: &mut Order) -> Result<(), OrderError> {
+/// Saves the change and queues its `order_update` for the agent and `merchant_event` (`order.updated` or
+/// `order.refunded`) for the merchant's endpoints, in the caller's transaction.
+async fn publish(tx: &mut PgConnection, order: &mut Order, merchant_event: &str) -> Result<(), OrderError> {
     order.updated_at = Utc::now();
     super::save(tx, order).await?;
     outbox::enqueue(tx, order, "order_update").await?;
+    merchant::enqueue_order(tx, order, merchant_event).await?;
     Ok(())
 }
 
@@ -159,7 +161,7 @@ pub async fn ship(
         order.payment.authorization_expires_at = None;
         order.payment.capture_key = Some(key);
     }
-    publish(&mut tx, &mut order).await?;
+    publish(&mut tx, &mut order, "order.updated").await?;
     tx.commit().await?;
     Ok(order)
 }
@@ -210,7 +212,7 @@ pub async fn deliver(pool: &PgPool, order_id: &str, fulfillment_id: Option<&str>
         return Err(invalid("$", "nothing has shipped yet"));
     }
     if changed {
-        publish(&mut tx, &mut order).await?;
+        publish(&mut tx, &mut order, "order.updated").await?;
     }
     tx.commit().await?;
     Ok(order)
@@ -358,7 +360,16 @@ async fn record(pool: &PgPool, order_id: &str, change: Change<'_>) -> Result<Ord
             line.current = line.fulfilled;
         }
     }
-    publish(&mut tx, &mut order).await?;
+    publish(
+        &mut tx,
+        &mut order,
+        if change.cancel {
+            "order.updated"
+        } else {
+            "order.refunded"
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(order)
 }
@@ -412,7 +423,7 @@ pub async fn record_reported_refunds(
         added += 1;
     }
     if added > 0 {
-        publish(&mut tx, &mut order).await?;
+        publish(&mut tx, &mut order, "order.refunded").await?;
     }
     tx.commit().await?;
     Ok(added)
@@ -443,7 +454,7 @@ pub async fn record_dispute(
         reason: Some(reason.to_owned()),
         psp_refund_id: None,
     });
-    publish(&mut tx, &mut order).await?;
+    publish(&mut tx, &mut order, "order.updated").await?;
     tx.commit().await?;
     Ok(true)
 }

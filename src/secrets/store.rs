@@ -12,10 +12,13 @@ pub const AGENT_WEBHOOK_SECRET: &str = "agent.webhook_secret";
 pub const ROTATED_WEBHOOK_SECRET: &str = "agent_webhook_secret.secret";
 /// Context (associated data) of `agent_request_signature.hmac_secret` (agents' HMAC request-signing secrets).
 pub const REQUEST_SIGNATURE_HMAC_SECRET: &str = "agent_request_signature.hmac_secret";
+/// Context (associated data) of `merchant_endpoint.secret` (merchant webhook endpoints' `whsec_` secrets).
+pub const MERCHANT_ENDPOINT_SECRET: &str = "merchant_endpoint.secret";
 
-/// A column holding secrets, in a table keyed by a text `agent_id`. The context is `<table>.<column>`.
+/// A column holding secrets, in a table keyed by the text column `key`. The context is `<table>.<column>`.
 struct Place {
     table: &'static str,
+    key: &'static str,
     column: &'static str,
     context: &'static str,
 }
@@ -24,18 +27,27 @@ struct Place {
 const PLACES: &[Place] = &[
     Place {
         table: "agent",
+        key: "agent_id",
         column: "webhook_secret",
         context: AGENT_WEBHOOK_SECRET,
     },
     Place {
         table: "agent_webhook_secret",
+        key: "agent_id",
         column: "secret",
         context: ROTATED_WEBHOOK_SECRET,
     },
     Place {
         table: "agent_request_signature",
+        key: "agent_id",
         column: "hmac_secret",
         context: REQUEST_SIGNATURE_HMAC_SECRET,
+    },
+    Place {
+        table: "merchant_endpoint",
+        key: "endpoint_id",
+        column: "secret",
+        context: MERCHANT_ENDPOINT_SECRET,
     },
 ];
 
@@ -110,7 +122,8 @@ pub async fn rotate(pool: &PgPool, keyring: &Keyring) -> Result<Resealed, StoreE
 /// Every non-null value of `place`, locked until the transaction ends.
 async fn rows(conn: &mut PgConnection, place: &Place) -> Result<Vec<(String, String)>, sqlx::Error> {
     let sql = format!(
-        "select agent_id, {column} from {table} where {column} is not null order by agent_id for update",
+        "select {key}, {column} from {table} where {column} is not null order by {key} for update",
+        key = place.key,
         column = place.column,
         table = place.table
     );
@@ -119,7 +132,8 @@ async fn rows(conn: &mut PgConnection, place: &Place) -> Result<Vec<(String, Str
 
 async fn write(conn: &mut PgConnection, place: &Place, agent_id: &str, sealed: &str) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "update {table} set {column} = $2 where agent_id = $1",
+        "update {table} set {column} = $2 where {key} = $1",
+        key = place.key,
         column = place.column,
         table = place.table
     );

@@ -25,6 +25,16 @@ pub struct ClientPolicy {
     pub max_response_bytes: usize,
     /// Development and `ACP_ALLOW_INSECURE_WEBHOOK_URLS`: http and internal addresses are allowed.
     pub allow_insecure: bool,
+    /// Internal addresses this client may reach anyway (the merchant endpoints' allow-listed networks; empty
+    /// for the agents' client).
+    pub allowed_networks: Vec<ipnet::IpNet>,
+}
+
+impl ClientPolicy {
+    /// Whether `ip` may be connected to: not a special-purpose address, or one of the allowed networks.
+    fn reachable(&self, ip: std::net::IpAddr) -> bool {
+        self.allow_insecure || !is_internal_ip(ip) || self.allowed_networks.iter().any(|n| n.contains(&ip))
+    }
 }
 
 #[derive(Debug)]
@@ -68,13 +78,13 @@ enum LookupError {
 /// special-purpose address, unless internal addresses are allowed.
 struct GuardedResolver {
     timeout: Duration,
-    allow_internal: bool,
+    policy: ClientPolicy,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
-        let (timeout, allow_internal) = (self.timeout, self.allow_internal);
+        let (timeout, policy) = (self.timeout, self.policy.clone());
         Box::pin(async move {
             let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), 0)))
                 .await
@@ -84,7 +94,7 @@ impl Resolve for GuardedResolver {
             if addrs.is_empty() {
                 return Err(boxed(LookupError::NoAddress(host)));
             }
-            if !allow_internal && let Some(special) = addrs.iter().find(|a| is_internal_ip(a.ip())) {
+            if let Some(special) = addrs.iter().find(|a| !policy.reachable(a.ip())) {
                 return Err(boxed(SpecialAddress {
                     host,
                     address: special.ip(),
@@ -110,7 +120,7 @@ impl WebhookClient {
     pub fn new(policy: ClientPolicy) -> Result<Self, DeliveryError> {
         let resolver = GuardedResolver {
             timeout: policy.connect_timeout,
-            allow_internal: policy.allow_insecure,
+            policy: policy.clone(),
         };
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -175,7 +185,7 @@ impl WebhookClient {
             Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
             Some(url::Host::Domain(_)) => None,
         };
-        if !self.policy.allow_insecure && literal.is_some_and(is_internal_ip) {
+        if literal.is_some_and(|ip| !self.policy.reachable(ip)) {
             return Err(DeliveryError::Refused(
                 "the URL points at a special-purpose address: loopback, private, link-local or reserved".into(),
             ));
@@ -207,7 +217,13 @@ mod tests {
     fn resolver(allow_internal: bool) -> GuardedResolver {
         GuardedResolver {
             timeout: Duration::from_secs(2),
-            allow_internal,
+            policy: ClientPolicy {
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+                max_response_bytes: 16,
+                allow_insecure: allow_internal,
+                allowed_networks: Vec::new(),
+            },
         }
     }
 
@@ -228,6 +244,11 @@ mod tests {
             .expect("allowed in development")
             .collect();
         assert!(allowed.iter().all(|a| a.ip().is_loopback()) && !allowed.is_empty());
+        // An allow-listed network opens exactly its addresses.
+        let mut listed = resolver(false);
+        listed.policy.allowed_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let listed: Vec<SocketAddr> = listed.resolve(name("localhost")).await.expect("allow-listed").collect();
+        assert!(!listed.is_empty());
     }
 
     #[tokio::test]
@@ -237,6 +258,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_response_bytes: 16,
             allow_insecure: false,
+            allowed_networks: Vec::new(),
         })
         .expect("client");
         for url in [
@@ -250,5 +272,34 @@ mod tests {
                 .await;
             assert!(matches!(result, Err(DeliveryError::Refused(_))), "{url}: {result:?}");
         }
+    }
+
+    #[test]
+    fn allowed_networks_open_only_their_own_private_addresses() {
+        let policy = ClientPolicy {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 16,
+            allow_insecure: false,
+            allowed_networks: vec!["10.20.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        };
+        for (ip, reachable) in [
+            ("10.20.3.4", true),
+            ("fd12::1", true),
+            ("10.21.0.1", false),
+            ("192.168.1.1", false),
+            ("127.0.0.1", false),
+            ("93.184.216.34", true),
+        ] {
+            assert_eq!(policy.reachable(ip.parse().unwrap()), reachable, "{ip}");
+        }
+        let agents = ClientPolicy {
+            allowed_networks: Vec::new(),
+            ..policy
+        };
+        assert!(
+            !agents.reachable("10.20.3.4".parse().unwrap()),
+            "the agents' client allows no private network"
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     config::Secret,
     secrets::{
         Keyring, SecretsError,
-        store::{AGENT_WEBHOOK_SECRET, ROTATED_WEBHOOK_SECRET},
+        store::{AGENT_WEBHOOK_SECRET, MERCHANT_ENDPOINT_SECRET, ROTATED_WEBHOOK_SECRET},
     },
 };
 
@@ -21,8 +21,10 @@ const CANONICAL_PATH: &str = "/agentic_checkout/webhooks/order_events";
 /// How a delivery is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningScheme {
-    /// `Merchant-Signature: t=…,v1=…` (ACP 2026-04-17; see [`super::signer`]).
+    /// `Merchant-Signature: t=…,v1=…` (ACP 2026-04-17; see [`super::signer`]), to an agent.
     MerchantSignature,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` (see [`super::standard`]), to a merchant endpoint.
+    StandardWebhooks,
 }
 
 /// A resolved destination. A secret that does not open is kept as its error: the attempt is recorded as a
@@ -94,6 +96,33 @@ impl AgentTargets {
             scheme: SigningScheme::MerchantSignature,
         })
     }
+}
+
+/// The merchant's endpoints of a batch, in one query: enabled ones with their secret opened, disabled ones as
+/// `None` (their events fail as refused, to be replayed once the endpoint is enabled again).
+pub async fn merchant_endpoints(
+    pool: &PgPool,
+    keyring: &Keyring,
+    endpoint_ids: &[String],
+) -> Result<HashMap<String, Option<Arc<Destination>>>, sqlx::Error> {
+    let rows: Vec<(String, String, String, bool)> =
+        sqlx::query_as("select endpoint_id, url, secret, enabled from merchant_endpoint where endpoint_id = any($1)")
+            .bind(endpoint_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, url, secret, enabled)| {
+            let destination = Url::parse(&url).ok().filter(|_| enabled).map(|url| {
+                Arc::new(Destination {
+                    url,
+                    secret: keyring.open(MERCHANT_ENDPOINT_SECRET, &secret),
+                    scheme: SigningScheme::StandardWebhooks,
+                })
+            });
+            (id, destination)
+        })
+        .collect())
 }
 
 /// A configured base URL gets the ACP webhook path; a full endpoint URL is used as it is.

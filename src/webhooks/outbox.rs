@@ -18,7 +18,8 @@ pub async fn enqueue(conn: &mut PgConnection, order: &Order, event_type: &str) -
     let version = chosen.as_deref().unwrap_or(&order.api_version);
     let payload = protocol::webhook_body(version, event_type, order);
     sqlx::query(
-        "insert into webhook_event (event_id, order_id, agent_id, event_type, payload) values ($1, $2, $3, $4, $5)",
+        "insert into webhook_event (event_id, order_id, stream, agent_id, event_type, payload)
+         values ($1, $2, $2, $3, $4, $5)",
     )
     .bind(event_id)
     .bind(&order.id)

@@ -19,6 +19,8 @@ pub struct Claimed {
     pub sequence: i64,
     pub order_id: String,
     pub agent_id: String,
+    /// Set for a merchant endpoint's event; `None`: the agent's.
+    pub endpoint_id: Option<String>,
     pub event_type: String,
     pub payload: Value,
     pub attempts: i32,
@@ -27,9 +29,10 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due events for `holder` for `lease`, in sequence order. Due: pending and at or past its
-/// next attempt, or `delivering` under a lease that has ended (its worker died or stalled). Per-order ordering:
-/// an event is eligible only when no earlier event of its order is undelivered (pending or being delivered), so a
-/// batch holds at most the earliest undelivered event of each order. `SKIP LOCKED` keeps concurrent claims apart.
+/// next attempt, or `delivering` under a lease that has ended (its worker died or stalled). Per-stream ordering
+/// (a stream is an order's events for one destination; migration `merchant_webhooks`): an event is eligible only
+/// when no earlier event of its stream is undelivered (pending or being delivered), so a batch holds at most the
+/// earliest undelivered event of each stream. `SKIP LOCKED` keeps concurrent claims apart.
 /// The plain `status in (…)` lets the planner walk the partial index of undelivered events in sequence order.
 pub async fn claim(pool: &PgPool, holder: Uuid, limit: u32, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut claimed: Vec<Claimed> = sqlx::query_as(
@@ -39,7 +42,7 @@ pub async fn claim(pool: &PgPool, holder: Uuid, limit: u32, lease: Duration) -> 
                and ((e.status = 'pending' and e.next_attempt_at <= now())
                     or (e.status = 'delivering' and e.lease_until < now()))
                and not exists (select 1 from webhook_event p
-                               where p.order_id = e.order_id and p.sequence < e.sequence
+                               where p.stream = e.stream and p.sequence < e.sequence
                                  and p.status in ('pending', 'delivering'))
              order by e.sequence
              limit $1
@@ -47,7 +50,7 @@ pub async fn claim(pool: &PgPool, holder: Uuid, limit: u32, lease: Duration) -> 
          update webhook_event e
          set status = 'delivering', holder = $2, lease_until = now() + $3 * interval '1 millisecond'
          from due where e.event_id = due.event_id
-         returning e.event_id, e.sequence, e.order_id, e.agent_id, e.event_type, e.payload, e.attempts,
+         returning e.event_id, e.sequence, e.order_id, e.agent_id, e.endpoint_id, e.event_type, e.payload, e.attempts,
                    e.client_error_attempts, e.created_at",
     )
     .bind(i64::from(limit))

@@ -56,9 +56,9 @@ use uuid::Uuid;
 
 use super::{
     client::{Answer, ClientPolicy, DeliveryError, WebhookClient},
-    destination::{AgentTargets, Destination, SigningScheme},
+    destination::{self, AgentTargets, Destination, SigningScheme},
     queue::{self, AttemptRecord, Claimed, NextState},
-    signer,
+    signer, standard,
 };
 use crate::config::Settings;
 
@@ -68,8 +68,10 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub schedule: Vec<Duration>,
     pub max_age: Duration,
-    /// One HTTP client for every delivery.
+    /// One HTTP client for every delivery to an agent.
     pub client: WebhookClient,
+    /// One for every delivery to a merchant endpoint: it may also reach the allow-listed private networks.
+    pub merchant_client: WebhookClient,
     /// Where the agents' events go.
     pub targets: AgentTargets,
     /// Events claimed per round.
@@ -100,18 +102,25 @@ const IDLE_GATES_KEPT: usize = 1024;
 impl WorkerConfig {
     /// Fails only when the HTTP client cannot be built (no usable TLS configuration).
     pub fn from_settings(settings: &Settings, env_agent_id: &str) -> Result<Self, DeliveryError> {
-        let client = WebhookClient::new(ClientPolicy {
+        let policy = ClientPolicy {
             connect_timeout: settings.webhook_connect_timeout,
             timeout: settings.webhook_timeout,
             max_response_bytes: settings.webhook_max_response_bytes,
             allow_insecure: !settings.is_production() || settings.allow_insecure_webhook_urls,
+            allowed_networks: Vec::new(),
+        };
+        let merchant_client = WebhookClient::new(ClientPolicy {
+            allowed_networks: settings.merchant_webhook_allowed_cidrs.clone(),
+            ..policy.clone()
         })?;
+        let client = WebhookClient::new(policy)?;
         let delivery = &settings.webhook_delivery;
         Ok(Self {
             poll_interval: settings.webhook_poll_interval,
             schedule: settings.webhook_retry_schedule.clone(),
             max_age: settings.webhook_max_age,
             client,
+            merchant_client,
             targets: AgentTargets {
                 env_agent_id: env_agent_id.to_owned(),
                 env_url: settings.agent_webhook_url.clone(),
@@ -231,10 +240,7 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let mut agents: Vec<String> = claimed.iter().map(|c| c.agent_id.clone()).collect();
-        agents.sort_unstable();
-        agents.dedup();
-        let destinations = match self.config.targets.lookup(&self.pool, &agents).await {
+        let destinations = match self.destinations(&claimed).await {
             Ok(found) => found,
             Err(e) => {
                 // Handed back at once (else they would wait for their lease); the next round tries again.
@@ -252,10 +258,36 @@ impl Worker {
                 worker: self.clone(),
                 event_id: event.event_id,
             };
-            let destination = destinations.get(&event.agent_id).cloned();
+            let destination = destinations.of(&event);
             deliveries.spawn(self.clone().deliver(event, destination, stop.clone(), held));
         }
         Ok(count)
+    }
+
+    /// Where each event of a batch goes: one query for the agents, one for the merchant endpoints (when any).
+    async fn destinations(&self, claimed: &[Claimed]) -> Result<BatchDestinations, sqlx::Error> {
+        let ids = |merchant: bool| {
+            let mut ids: Vec<String> = claimed
+                .iter()
+                .filter(|c| c.endpoint_id.is_some() == merchant)
+                .map(|c| c.endpoint_id.clone().unwrap_or_else(|| c.agent_id.clone()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let (agents, endpoints) = (ids(false), ids(true));
+        let agents = if agents.is_empty() {
+            HashMap::new()
+        } else {
+            self.config.targets.lookup(&self.pool, &agents).await?
+        };
+        let endpoints = if endpoints.is_empty() {
+            HashMap::new()
+        } else {
+            destination::merchant_endpoints(&self.pool, &self.config.targets.keyring, &endpoints).await?
+        };
+        Ok(BatchDestinations { agents, endpoints })
     }
 
     /// One attempt for `event`, then its record. Returns without an attempt if the worker stops before a slot
@@ -268,6 +300,9 @@ impl Worker {
         _held: InHand,
     ) {
         let attempt = match destination.as_deref() {
+            None if event.endpoint_id.is_some() => Attempt::failed(DeliveryError::Refused(
+                "the merchant endpoint is disabled or has no valid URL".into(),
+            )),
             None => Attempt::failed(DeliveryError::Refused(
                 "the agent has no webhook URL or secret configured".into(),
             )),
@@ -278,7 +313,11 @@ impl Worker {
                 let Some(_slots) = self.slots_for(d, &stop).await else {
                     return;
                 };
-                attempt(&self.config.client, d, secret.expose(), event.event_id, &event.payload).await
+                let client = match d.scheme {
+                    SigningScheme::MerchantSignature => &self.config.client,
+                    SigningScheme::StandardWebhooks => &self.config.merchant_client,
+                };
+                attempt(client, d, secret.expose(), event.event_id, &event.payload).await
             }
         };
         let url = destination.as_ref().map_or_else(String::new, |d| d.url.to_string());
@@ -402,6 +441,22 @@ impl Attempt {
     }
 }
 
+/// The destinations of one claimed batch.
+struct BatchDestinations {
+    agents: HashMap<String, Arc<Destination>>,
+    /// `None`: the endpoint is disabled or its URL does not parse.
+    endpoints: HashMap<String, Option<Arc<Destination>>>,
+}
+
+impl BatchDestinations {
+    fn of(&self, event: &Claimed) -> Option<Arc<Destination>> {
+        match &event.endpoint_id {
+            Some(endpoint) => self.endpoints.get(endpoint).cloned().flatten(),
+            None => self.agents.get(&event.agent_id).cloned(),
+        }
+    }
+}
+
 async fn attempt(
     client: &WebhookClient,
     destination: &Destination,
@@ -413,18 +468,29 @@ async fn attempt(
     let now = Utc::now();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let signature = match destination.scheme {
-        SigningScheme::MerchantSignature => (
-            "merchant-signature",
-            signer::sign(secret, now.timestamp().max(0) as u64, &body),
-        ),
+    let unix = now.timestamp().max(0) as u64;
+    let signed: Vec<(&str, String)> = match destination.scheme {
+        SigningScheme::MerchantSignature => vec![
+            ("merchant-signature", signer::sign(secret, unix, &body)),
+            ("webhook-id", event_id.to_string()),
+            ("request-id", format!("req_{}", Uuid::now_v7().simple())),
+            ("timestamp", now.to_rfc3339()),
+        ],
+        SigningScheme::StandardWebhooks => {
+            let Ok(key) = standard::key(secret) else {
+                return Attempt::failed(DeliveryError::Transport(
+                    "the endpoint's stored secret is not a whsec_ secret".into(),
+                ));
+            };
+            let id = event_id.to_string();
+            vec![
+                ("webhook-signature", standard::sign(&key, &id, unix, &body)),
+                ("webhook-id", id),
+                ("webhook-timestamp", unix.to_string()),
+            ]
+        }
     };
-    for (name, value) in [
-        signature,
-        ("webhook-id", event_id.to_string()),
-        ("request-id", format!("req_{}", Uuid::now_v7().simple())),
-        ("timestamp", now.to_rfc3339()),
-    ] {
+    for (name, value) in signed {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }

@@ -353,9 +353,9 @@ async fn webhook_health_counts_pending_and_dead_events_and_the_oldest_pending_ag
     let app = spawn_app().await;
     for (status, age_secs) in [("pending", 600), ("pending", 30), ("dead", 5000), ("delivered", 9000)] {
         sqlx::query(
-            "insert into webhook_event (event_id, order_id, agent_id, event_type, payload, status, next_attempt_at,
-                                        created_at)
-             values (gen_random_uuid(), 'ord_x', 'agent_default', 'order_update', '{}', $1, now() + interval '1 day',
+            "insert into webhook_event (event_id, order_id, stream, agent_id, event_type, payload, status,
+                                        next_attempt_at, created_at)
+             values (gen_random_uuid(), 'ord_x', 'ord_x', 'agent_default', 'order_update', '{}', $1, now() + interval '1 day',
                      now() - make_interval(secs => $2))",
         )
         .bind(status)

@@ -15,6 +15,7 @@ mod hostile_input;
 mod idempotency;
 mod lifecycle;
 mod logging;
+mod merchant_webhooks;
 mod metrics;
 mod negotiation;
 mod official;

@@ -171,8 +171,8 @@ async fn app_for(receiver: &Receiver, extra: &[(&'static str, &'static str)]) ->
 /// in step order within each order. Returns nothing: the tests read the ids back from the table.
 async fn queue_events(db: &PgPool, prefix: &str, orders: i32, steps: i32) {
     sqlx::query(
-        "insert into webhook_event (event_id, order_id, agent_id, event_type, payload)
-         select gen_random_uuid(), $1 || o, $2, case when s = 1 then 'order_create' else 'order_update' end,
+        "insert into webhook_event (event_id, order_id, stream, agent_id, event_type, payload)
+         select gen_random_uuid(), $1 || o, $1 || o, $2, case when s = 1 then 'order_create' else 'order_update' end,
                 jsonb_build_object('type', case when s = 1 then 'order_create' else 'order_update' end,
                                    'data', jsonb_build_object('id', $1 || o, 'step', s))
          from generate_series(1, $3) o, generate_series(1, $4) s

@@ -375,6 +375,7 @@ async fn production_refuses_urls_resolving_to_private_addresses() {
         timeout: Duration::from_secs(1),
         max_response_bytes: 1024,
         allow_insecure: false,
+        allowed_networks: Vec::new(),
     };
     // `localhost` passes no literal-IP check: only resolving it shows it is loopback.
     for url in [
@@ -393,6 +394,7 @@ async fn production_refuses_urls_resolving_to_private_addresses() {
     let receiver = receiver().await;
     let lax = ClientPolicy {
         allow_insecure: true,
+        allowed_networks: Vec::new(),
         ..strict
     };
     let answer = WebhookClient::new(lax)
