@@ -11,6 +11,8 @@ use crate::{checkout::model::Session, config::Secret};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     SessionCreated,
+    /// Every update (the support view's timeline; not a funnel step).
+    SessionUpdated,
     ReadyForPayment,
     AuthenticationRequired,
     PaymentDeclined,
@@ -23,6 +25,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SessionCreated => "session_created",
+            Self::SessionUpdated => "session_updated",
             Self::ReadyForPayment => "ready_for_payment",
             Self::AuthenticationRequired => "authentication_required",
             Self::PaymentDeclined => "payment_declined",
@@ -40,6 +43,24 @@ pub struct Detail<'a> {
     pub amount: Option<i64>,
     /// Decline code or cancel reason.
     pub reason: Option<&'a str>,
+    /// What else the support view shows (the status and messages after a create or an update).
+    pub attrs: Option<serde_json::Value>,
+}
+
+impl Detail<'_> {
+    /// The session's status and the messages the agent was shown (type, code, param, content).
+    pub fn shown(session: &Session) -> Self {
+        let messages: Vec<serde_json::Value> = session
+            .computed
+            .messages
+            .iter()
+            .map(|m| serde_json::json!({"type": m.kind, "code": m.code, "param": m.param, "content": m.content}))
+            .collect();
+        Self {
+            attrs: Some(serde_json::json!({"status": session.status.as_str(), "messages": messages})),
+            ..Self::default()
+        }
+    }
 }
 
 /// Writes funnel events; holds the salt of the buyer hash (`ACP_ANALYTICS_SALT`).
@@ -75,9 +96,9 @@ impl Recorder {
         let buyer_hash = buyer_email(session).map(|e| self.buyer_hash(e));
         sqlx::query(
             "insert into funnel_event (occurred_at, checkout_session_id, kind, agent_id, channel_id, source,
-                                       buyer_hash, currency, amount, reason)
+                                       buyer_hash, currency, amount, reason, attrs)
              values ($1, $2, $3, $4, coalesce((select channel_id from agent_channel where agent_id = $4), $4), $5,
-                     $6, $7, $8, $9)
+                     $6, $7, $8, $9, coalesce($10, '{}'))
              on conflict do nothing",
         )
         .bind(at)
@@ -89,6 +110,7 @@ impl Recorder {
         .bind(&session.currency)
         .bind(detail.amount)
         .bind(detail.reason)
+        .bind(detail.attrs.map(sqlx::types::Json))
         .execute(conn)
         .await?;
         Ok(())

@@ -197,6 +197,7 @@ impl Checkout {
             let detail = Detail {
                 amount: None,
                 reason: Some("authentication_failed"),
+                ..Detail::default()
             };
             self.funnel
                 .record(&mut tx, &session, EventKind::PaymentDeclined, now, detail)

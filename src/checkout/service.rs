@@ -229,7 +229,7 @@ impl Checkout {
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         insert(conn, &session).await?;
         self.funnel
-            .record(conn, &session, EventKind::SessionCreated, now, Detail::default())
+            .record(conn, &session, EventKind::SessionCreated, now, Detail::shown(&session))
             .await?;
         if session.status == Status::ReadyForPayment {
             self.funnel
@@ -284,6 +284,9 @@ impl Checkout {
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
         save(conn, &session).await?;
+        self.funnel
+            .record(conn, &session, EventKind::SessionUpdated, now, Detail::shown(&session))
+            .await?;
         if !was_ready && session.status == Status::ReadyForPayment {
             // Once per session (unique index): a session that falls back and is ready again records nothing.
             self.funnel
@@ -325,7 +328,10 @@ impl Checkout {
         session.updated_at = now;
         save(conn, &session).await?;
         crate::webhooks::merchant::enqueue_abandoned(conn, &session, reason).await?;
-        let detail = Detail { amount: None, reason };
+        let detail = Detail {
+            reason,
+            ..Detail::default()
+        };
         self.funnel
             .record(conn, &session, EventKind::Canceled, now, detail)
             .await?;

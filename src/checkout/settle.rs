@@ -172,6 +172,7 @@ impl Checkout {
                 let detail = Detail {
                     amount: None,
                     reason: Some(code),
+                    ..Detail::default()
                 };
                 self.funnel
                     .record(conn, session, EventKind::PaymentDeclined, now, detail)
@@ -241,6 +242,7 @@ impl Checkout {
         let detail = Detail {
             amount: Some(attempt.amount),
             reason: None,
+            ..Detail::default()
         };
         self.funnel
             .record(conn, session, EventKind::Completed, session.updated_at, detail)

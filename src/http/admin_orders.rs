@@ -86,6 +86,33 @@ fn order_json(order: &orders::model::Order) -> Response {
 struct OrderFilter {
     status: Option<String>,
     limit: Option<i64>,
+    /// The buyer's email (matched through the funnel's salted buyer hash, the only form it is kept in per order).
+    email: Option<String>,
+    /// The order id (`ord_…`).
+    order: Option<String>,
+    /// The PSP payment reference (a Stripe PaymentIntent id).
+    payment_intent: Option<String>,
+    /// Placed at or after (RFC 3339).
+    from: Option<String>,
+    /// Placed before (RFC 3339).
+    to: Option<String>,
+}
+
+fn instant(value: Option<&str>, param: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        format!("{param} must be an RFC 3339 time"),
+                    )
+                    .with_param(format!("$.{param}"))
+                })
+        })
+        .transpose()
 }
 
 async fn list_orders(
@@ -109,10 +136,21 @@ async fn list_orders(
                 e.channel_id
          from merchant_order o
          left join funnel_event e on e.checkout_session_id = o.checkout_session_id and e.kind = 'completed'
-         where ($1::text is null or o.status = $1) order by o.created_at desc limit $2",
+         where ($1::text is null or o.status = $1)
+           and ($3::text is null or e.buyer_hash = $3)
+           and ($4::text is null or o.order_id = $4)
+           and ($5::text is null or o.psp_charge_id = $5)
+           and ($6::timestamptz is null or o.created_at >= $6)
+           and ($7::timestamptz is null or o.created_at < $7)
+         order by o.created_at desc limit $2",
     )
     .bind(&f.status)
     .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .bind(f.email.as_deref().map(|e| state.checkout.funnel.buyer_hash(e)))
+    .bind(&f.order)
+    .bind(&f.payment_intent)
+    .bind(instant(f.from.as_deref(), "from")?)
+    .bind(instant(f.to.as_deref(), "to")?)
     .fetch_all(&state.db)
     .await?;
     let orders: Vec<Value> = rows
@@ -211,7 +249,72 @@ async fn get_order(State(state): State<AppState>, _: Admin, ResourceId(id): Reso
     let mut response = render_order(&order);
     response["payment"] = json!(order.payment);
     response["tags"] = crate::analytics::order_tags(&order.agent_id, channel.as_deref());
+    response["timeline"] = json!(timeline(&state.db, &order.checkout_session_id).await?);
     Ok(Json(response).into_response())
+}
+
+/// What the buyer's agent saw and did in the session, in time order, for support: the funnel events (created and
+/// each update with the status and messages shown, ready for payment, 3-D Secure, declines, completion, a cancel
+/// with its intent-trace reason, expiry) and the payment attempts with their outcomes.
+async fn timeline(db: &sqlx::PgPool, session_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+    type Event = (
+        chrono::DateTime<chrono::Utc>,
+        String,
+        Option<String>,
+        Option<i64>,
+        Value,
+    );
+    let events: Vec<Event> = sqlx::query_as(
+        "select occurred_at, kind, reason, amount, attrs from funnel_event
+         where checkout_session_id = $1 order by occurred_at, funnel_event_id",
+    )
+    .bind(session_id)
+    .fetch_all(db)
+    .await?;
+    type AttemptRow = (
+        i32,
+        String,
+        i64,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "select attempt_number, state, amount, outcome_detail, created_at, resolved_at from payment_attempt
+         where checkout_session_id = $1 order by attempt_number",
+    )
+    .bind(session_id)
+    .fetch_all(db)
+    .await?;
+    let mut entries: Vec<(chrono::DateTime<chrono::Utc>, Value)> = events
+        .into_iter()
+        .map(|(at, kind, reason, amount, attrs)| {
+            let mut entry = json!({"at": at, "event": kind});
+            for (key, value) in [("reason", json!(reason)), ("amount", json!(amount))] {
+                if !value.is_null() {
+                    entry[key] = value;
+                }
+            }
+            if let Value::Object(attrs) = attrs {
+                for (key, value) in attrs {
+                    entry[key] = value;
+                }
+            }
+            (at, entry)
+        })
+        .chain(
+            attempts
+                .into_iter()
+                .map(|(number, state, amount, outcome, at, resolved)| {
+                    let entry = json!({"at": at, "event": "payment_attempt", "attempt": number, "state": state,
+                               "amount": amount, "outcome": outcome, "resolved_at": resolved});
+                    (at, entry)
+                }),
+        )
+        .collect();
+    // Stable: events of the same instant keep their order.
+    entries.sort_by_key(|(at, _)| *at);
+    Ok(entries.into_iter().map(|(_, entry)| entry).collect())
 }
 
 #[derive(Deserialize)]

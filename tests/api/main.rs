@@ -32,6 +32,7 @@ mod shutdown;
 mod signatures;
 mod stock;
 mod stripe;
+mod support_view;
 mod tls;
 mod unreleased;
 mod v2025_09_29;
