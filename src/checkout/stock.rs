@@ -39,6 +39,27 @@ pub fn needed(items: &[RequestedItem]) -> Reservation {
     by_variant.into_iter().map(|(id, q)| (id.to_owned(), q)).collect()
 }
 
+/// Why stock moved, as the inventory ledger records it (migration `inventory_ledger`): each statement below sets
+/// it for the ledger's trigger in the statement itself, so it costs no round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Reserve,
+    Release,
+    Sale,
+    Cancel,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Release => "release",
+            Self::Sale => "sale",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
 /// The ids and quantities of `units` as two arrays sorted by variant id, for `unnest($1::text[], $2::int[])`.
 fn columns(units: &Reservation) -> (Vec<String>, Vec<i32>) {
     let mut sorted = units.clone();
@@ -59,12 +80,13 @@ pub async fn reserve(conn: &mut PgConnection, units: &Reservation) -> Result<Res
     let (ids, quantities) = columns(units);
     let reserved: Vec<String> = sqlx::query_scalar(
         "update variant v set stock_reserved = v.stock_reserved + x.q, updated_at = now()
-         from unnest($1::text[], $2::int[]) as x(id, q)
+         from unnest($1::text[], $2::int[]) as x(id, q), (select set_config('acp.stock_reason', $3, true)) as r
          where v.variant_id = x.id and (v.stock_quantity is null or v.stock_quantity - v.stock_reserved >= x.q)
          returning v.variant_id",
     )
     .bind(&ids)
     .bind(&quantities)
+    .bind(Reason::Reserve.as_str())
     .fetch_all(conn)
     .await?;
     match ids.into_iter().find(|id| !reserved.contains(id)) {
@@ -75,20 +97,26 @@ pub async fn reserve(conn: &mut PgConnection, units: &Reservation) -> Result<Res
 
 /// Applies `set` to the rows of `units` in one statement, locking them first in variant-id order (an init plan
 /// that runs before any row is updated).
-async fn apply(conn: &mut PgConnection, units: &Reservation, set: &'static str) -> Result<(), sqlx::Error> {
+async fn apply(
+    conn: &mut PgConnection,
+    units: &Reservation,
+    set: &'static str,
+    reason: Reason,
+) -> Result<(), sqlx::Error> {
     if units.is_empty() {
         return Ok(());
     }
     let (ids, quantities) = columns(units);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "update variant v set {set}, updated_at = now()
-         from unnest($1::text[], $2::int[]) as x(id, q)
+         from unnest($1::text[], $2::int[]) as x(id, q), (select set_config('acp.stock_reason', $3, true)) as r
          where v.variant_id = x.id
            and v.variant_id = any(array(select variant_id from variant where variant_id = any($1)
                                         order by variant_id for update))"
     )))
     .bind(&ids)
     .bind(&quantities)
+    .bind(reason.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -96,7 +124,7 @@ async fn apply(conn: &mut PgConnection, units: &Reservation, set: &'static str) 
 
 /// Gives reserved units back (the attempt did not charge).
 pub async fn release(conn: &mut PgConnection, units: &Reservation) -> Result<(), sqlx::Error> {
-    apply(conn, units, "stock_reserved = v.stock_reserved - x.q").await
+    apply(conn, units, "stock_reserved = v.stock_reserved - x.q", Reason::Release).await
 }
 
 /// Turns reserved units into sold ones (the attempt charged).
@@ -105,13 +133,14 @@ pub async fn sell(conn: &mut PgConnection, units: &Reservation) -> Result<(), sq
         conn,
         units,
         "stock_reserved = v.stock_reserved - x.q, stock_quantity = v.stock_quantity - x.q",
+        Reason::Sale,
     )
     .await
 }
 
 /// Puts units back on hand (an order canceled before they shipped).
 pub async fn restock(conn: &mut PgConnection, units: &Reservation) -> Result<(), sqlx::Error> {
-    apply(conn, units, "stock_quantity = v.stock_quantity + x.q").await
+    apply(conn, units, "stock_quantity = v.stock_quantity + x.q", Reason::Cancel).await
 }
 
 #[cfg(test)]

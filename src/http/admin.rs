@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/catalog/attributes", post(attributes))
         .route("/admin/catalog/export", get(export))
         .route("/admin/catalog/quality", get(quality))
+        .route("/admin/inventory/ledger", get(ledger))
         .route("/admin/simulator/release", post(release_simulator))
         .route("/admin/agents", get(list_agents).post(create_agent))
         .route("/admin/pricing/rules", get(get_rules).put(put_rules))
@@ -112,6 +113,57 @@ async fn export(State(state): State<AppState>, _: Admin) -> Result<Response, Api
 async fn quality(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let products = catalog::stored_products(&state.db).await?;
     Ok(Json(catalog::quality::check_products(&products)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct LedgerQuery {
+    variant_id: Option<String>,
+    /// Movements after this id (the last `id` of the previous page).
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The inventory ledger, oldest first: every change of on-hand or reserved units with its reason (sale, reserve,
+/// release, cancel, return, sync, manual). For one variant, also what its movements add up to and what the
+/// variant holds now, which are the same for a tracked variant.
+async fn ledger(
+    State(state): State<AppState>,
+    _: Admin,
+    axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
+) -> Result<Response, ApiError> {
+    type Row = (i64, String, i32, i32, String, chrono::DateTime<chrono::Utc>);
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select movement_id, variant_id, on_hand_delta, reserved_delta, reason, occurred_at from inventory_movement
+         where ($1::text is null or variant_id = $1) and movement_id > $2 order by movement_id limit $3",
+    )
+    .bind(&q.variant_id)
+    .bind(q.after.unwrap_or(0))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let movements: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(id, variant, on_hand, reserved, reason, at)| {
+            json!({"id": id, "variant_id": variant, "on_hand_delta": on_hand, "reserved_delta": reserved,
+                   "reason": reason, "occurred_at": at})
+        })
+        .collect();
+    let mut body = json!({"movements": movements});
+    if let Some(variant) = &q.variant_id {
+        let sums: (Option<i64>, Option<i64>, Option<i32>, Option<i32>) = sqlx::query_as(
+            "select (select sum(on_hand_delta) from inventory_movement where variant_id = $1),
+                    (select sum(reserved_delta) from inventory_movement where variant_id = $1),
+                    v.stock_quantity, v.stock_reserved
+             from (select 1) one left join variant v on v.variant_id = $1",
+        )
+        .bind(variant)
+        .fetch_one(&state.db)
+        .await?;
+        body["balance"] = json!({"on_hand": sums.0.unwrap_or(0), "reserved": sums.1.unwrap_or(0),
+                                 "stock_quantity": sums.2, "stock_reserved": sums.3});
+    }
+    Ok(Json(body).into_response())
 }
 
 /// Lets every simulator charge held by the `spt_sim_hold` token answer (development and tests).

@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod hostile_input;
 mod idempotency;
+mod inventory_ledger;
 mod lifecycle;
 mod logging;
 mod merchant_webhooks;
