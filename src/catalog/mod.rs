@@ -3,6 +3,7 @@
 
 pub mod feed;
 pub mod quality;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -20,6 +21,12 @@ pub enum CatalogError {
     },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A change names a variant the catalog does not have.
+    #[error("unknown variant {0}")]
+    UnknownVariant(String),
+    /// A change is wrong; `param` is its JSONPath in the request body.
+    #[error("{param}: {message}")]
+    Invalid { param: String, message: String },
     /// A stored product no longer reads as a feed Product (written by hand, or by an incompatible version).
     #[error("stored product {product_id} is not a feed Product: {message}")]
     Stored { product_id: String, message: String },
@@ -141,11 +148,17 @@ fn check_attributes(a: &Attributes) -> Result<(), (String, String)> {
 /// merchant-only attributes of the variants that remain are kept.
 pub async fn upsert_products(pool: &PgPool, products: &[feed::Product]) -> Result<usize, CatalogError> {
     let mut tx = pool.begin().await?;
-    for product in products {
-        upsert_product(&mut tx, product).await?;
-    }
+    upsert_products_in(&mut tx, products).await?;
     tx.commit().await?;
     Ok(products.len())
+}
+
+/// The same in the caller's transaction.
+pub async fn upsert_products_in(conn: &mut PgConnection, products: &[feed::Product]) -> Result<(), sqlx::Error> {
+    for product in products {
+        upsert_product(conn, product).await?;
+    }
+    Ok(())
 }
 
 async fn upsert_product(conn: &mut PgConnection, product: &feed::Product) -> Result<(), sqlx::Error> {

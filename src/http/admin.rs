@@ -65,6 +65,10 @@ impl From<CatalogError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("line {line}: {message}")).with_param(param)
             }
             CatalogError::Db(e) => e.into(),
+            CatalogError::UnknownVariant(id) => ApiError::not_found(format!("Variant {id} not found")),
+            CatalogError::Invalid { param, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
+            }
             CatalogError::Stored { product_id, message } => {
                 tracing::error!(product_id = %product_id, error = %message, "a stored product cannot be read");
                 ApiError::internal()

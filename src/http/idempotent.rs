@@ -167,9 +167,9 @@ fn keeps_committed_claim(path: &str) -> bool {
 /// The owner of admin keys: one scope for the merchant's operators.
 const ADMIN_OWNER: &str = "admin";
 
-/// The same layer for the admin API's POSTs: admin bearer first, and the key is required.
+/// The same layer for the admin API's POSTs and PATCHes: admin bearer first, and the key is required.
 pub async fn admin_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
+    if request.method() != Method::POST && request.method() != Method::PATCH {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();

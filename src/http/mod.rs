@@ -6,6 +6,7 @@ pub mod admin_analytics;
 pub mod admin_merchant_webhooks;
 pub mod admin_orders;
 pub mod admin_rate_limit;
+pub mod admin_variants;
 pub mod checkout;
 // The merchant dashboard and its login (issue 13).
 pub mod dashboard;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(admin_orders::router(&state))
         .merge(admin_merchant_webhooks::router(&state))
+        .merge(admin_variants::router(&state))
         .merge(signing_admin::router())
         .merge(stripe_webhooks::router())
         .merge(admin_rate_limit::router())

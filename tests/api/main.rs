@@ -41,6 +41,7 @@ mod v2025_12_12;
 mod v2026_01_16;
 mod v2026_01_30;
 mod v2026_04_17;
+mod variant_sync;
 mod versions;
 mod webhooks;
 // Issue 13: the buyer's order page, headless Chromium, the compose deployment.
