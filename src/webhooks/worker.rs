@@ -22,7 +22,8 @@
 //! receiver's 200 and the record has the same effect.
 //!
 //! **Round trips** per batch of n events: 1 claim + 1 destination lookup ([`AgentTargets::lookup`], all agents of
-//! the batch at once) + n records, plus one renewal per third of a lease while claims are held. (The previous worker
+//! the batch at once; one more, [`destination::merchant_endpoints`], when the batch holds merchant endpoints'
+//! events) + n records, plus one renewal per third of a lease while claims are held. (The previous worker
 //! took 6 or 7 per event — begin, claim, one or two target reads, attempt insert, update, commit — and held the
 //! transaction open across the HTTP call.) The worker claims again as soon as half the batch is done, or after each
 //! finished delivery when the last claim did not fill the batch (a short queue: latency matters more than round
