@@ -192,7 +192,7 @@ fn check_description(d: &Description, at: &str) -> Result<(), (String, String)> 
     Ok(())
 }
 
-fn check_currency(code: &str, at: &str) -> Result<(), (String, String)> {
+pub(crate) fn check_currency(code: &str, at: &str) -> Result<(), (String, String)> {
     if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())
     } else {

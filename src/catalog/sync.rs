@@ -128,9 +128,8 @@ async fn change_feed(
         .find(|v| v.id == variant_id)
         .ok_or_else(|| CatalogError::UnknownVariant(variant_id.to_owned()))?;
     if let Some(price) = &change.price {
-        if !(price.currency.len() == 3 && price.currency.bytes().all(|b| b.is_ascii_uppercase())) {
-            return Err(invalid(format!("{at}.price.currency"), "an uppercase ISO 4217 code"));
-        }
+        feed::check_currency(&price.currency, &format!("{at}.price.currency"))
+            .map_err(|(param, message)| invalid(param, message))?;
         variant.price = Some(price.clone());
     }
     if let Some(available) = change.available {

@@ -189,23 +189,38 @@ struct AgentIn {
     webhook_secret: Option<String>,
 }
 
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
+pub(super) fn bad(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
 }
 
 /// Webhook URLs follow the same rule as ACP_AGENT_WEBHOOK_URL: https and not an internal host in production,
 /// unless ACP_ALLOW_INSECURE_WEBHOOK_URLS says otherwise.
-fn check_webhook_url(state: &AppState, raw: &str) -> Result<(), ApiError> {
-    let url = url::Url::parse(raw).map_err(|_| bad("$.webhook_url", "webhook_url is not a URL"))?;
+/// A webhook destination the admin registers, at `param` of the body: https (http too outside production or with
+/// `ACP_ALLOW_INSECURE_WEBHOOK_URLS`), and no loopback, private or link-local host unless its literal address is in
+/// `allowed` (merchant endpoints' networks; none for agents). Names are checked again, resolved, at every delivery.
+pub(super) fn check_webhook_url(
+    state: &AppState,
+    raw: &str,
+    param: &str,
+    allowed: &[ipnet::IpNet],
+) -> Result<(), ApiError> {
+    let field = param.trim_start_matches("$.");
+    let url = url::Url::parse(raw).map_err(|_| bad(param, format!("{field} is not a URL")))?;
     let relaxed = !state.settings.is_production() || state.settings.allow_insecure_webhook_urls;
     let scheme_ok = url.scheme() == "https" || (relaxed && url.scheme() == "http");
     if !scheme_ok || url.host().is_none() {
-        return Err(bad("$.webhook_url", "webhook_url must be an https URL"));
+        return Err(bad(param, format!("{field} must be an https URL")));
     }
-    if !relaxed && crate::config::host_is_internal(&url) {
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    let listed = literal.is_some_and(|ip| allowed.iter().any(|n| n.contains(&ip)));
+    if !relaxed && !listed && crate::config::host_is_internal(&url) {
         return Err(bad(
-            "$.webhook_url",
-            "webhook_url must not point at a loopback, private or link-local host",
+            param,
+            format!("{field} must not point at a loopback, private or link-local host outside the allowed networks"),
         ));
     }
     Ok(())
@@ -220,7 +235,7 @@ async fn create_agent(State(state): State<AppState>, _: Admin, request: Request)
         return Err(bad("$.name", "name must be 1 to 200 characters"));
     }
     if let Some(url) = &input.webhook_url {
-        check_webhook_url(&state, url)?;
+        check_webhook_url(&state, url, "$.webhook_url", &[])?;
     }
     let agent_id = format!("agent_{}", uuid::Uuid::now_v7().simple());
     let api_key = format!(

@@ -13,7 +13,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, admin::Admin, extract::AcpJson, idempotent, limits::ResourceId};
+use super::{
+    AppState,
+    admin::{Admin, bad},
+    extract::AcpJson,
+    idempotent,
+    limits::ResourceId,
+};
 use crate::{
     error::ApiError,
     webhooks::{
@@ -28,10 +34,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/admin/merchant-webhooks/{id}", patch(update))
         .route("/admin/merchant-webhooks/{id}/rotate-secret", post(rotate))
         .layer(middleware::from_fn_with_state(state.clone(), idempotent::admin_layer))
-}
-
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).with_param(param)
 }
 
 #[derive(Deserialize)]
@@ -64,28 +66,9 @@ struct RotateIn {
     secret: Option<String>,
 }
 
-/// https, or http outside production (or with `ACP_ALLOW_INSECURE_WEBHOOK_URLS`); a literal internal address
-/// only inside `ACP_MERCHANT_WEBHOOK_ALLOWED_CIDRS`. Names are checked again, resolved, at every delivery.
+/// Merchant endpoints may sit in `ACP_MERCHANT_WEBHOOK_ALLOWED_CIDRS`, which agents' URLs never may.
 fn check_url(state: &AppState, raw: &str) -> Result<(), ApiError> {
-    let url = url::Url::parse(raw).map_err(|_| bad("$.url", "url is not a URL"))?;
-    let settings = &state.settings;
-    let relaxed = !settings.is_production() || settings.allow_insecure_webhook_urls;
-    if !(url.scheme() == "https" || (relaxed && url.scheme() == "http")) || url.host().is_none() {
-        return Err(bad("$.url", "url must be an https URL"));
-    }
-    let literal = match url.host() {
-        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-        _ => None,
-    };
-    let allowed = literal.is_some_and(|ip| settings.merchant_webhook_allowed_cidrs.iter().any(|n| n.contains(&ip)));
-    if !relaxed && !allowed && crate::config::host_is_internal(&url) {
-        return Err(bad(
-            "$.url",
-            "url points at a loopback, private or link-local host outside ACP_MERCHANT_WEBHOOK_ALLOWED_CIDRS",
-        ));
-    }
-    Ok(())
+    super::admin::check_webhook_url(state, raw, "$.url", &state.settings.merchant_webhook_allowed_cidrs)
 }
 
 fn check_event_types(types: &[String]) -> Result<(), ApiError> {

@@ -160,7 +160,7 @@ pub async fn enqueue_abandoned(
             "cancel_reason": cancel_reason,
             "currency": session.currency,
             "lines": lines,
-            "totals": totals(&session.computed.totals),
+            "totals": crate::protocol::v2026_04_17::totals(&session.computed.totals),
             "buyer": buyer(session),
             "created_at": session.created_at,
             "updated_at": session.updated_at,
@@ -217,20 +217,9 @@ async fn insert(
     Ok(())
 }
 
-fn totals(totals: &[crate::checkout::model::Total]) -> Vec<Value> {
-    totals
-        .iter()
-        .map(|t| json!({"type": t.kind, "display_text": t.display_text, "amount": t.amount}))
-        .collect()
-}
-
 fn buyer(session: &Session) -> Value {
     let details = session.fulfillment_details.as_ref();
-    let email = session
-        .buyer
-        .as_ref()
-        .map(|b| b.email.clone())
-        .or_else(|| details.and_then(|d| d.email.clone()));
+    let email = crate::checkout::service::buyer_email(session);
     let name = session
         .buyer
         .as_ref()
@@ -266,7 +255,7 @@ fn order_data(order: &Order, session: Option<&Session>) -> Value {
         "status": order.status(),
         "currency": order.currency,
         "lines": lines,
-        "totals": totals(&order.totals),
+        "totals": crate::protocol::v2026_04_17::totals(&order.totals),
         "amount_refunded": order.amount_refunded(),
         "buyer": session.map(buyer),
         "shipping_address": session.and_then(|s| s.fulfillment_details.as_ref()).and_then(|d| d.address.as_ref()),

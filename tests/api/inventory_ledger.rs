@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{TestApp, spawn_app},
-    lifecycle::{TEE, create, payment, session},
+    lifecycle::{TEE, create, pay_after_a_decline},
 };
 
 async fn ledger(app: &TestApp, variant: &str) -> Value {
@@ -57,18 +57,7 @@ async fn every_stock_change_is_in_the_ledger_with_its_reason_and_the_ledger_adds
 
     // A declined payment reserves and releases; a paid one reserves and sells.
     let s = create(&app, json!([{"id": TEE, "quantity": 2}])).await;
-    let complete = format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap());
-    let declined = app
-        .acp_post(&complete, &payment("spt_sim_decline"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(declined.status(), StatusCode::OK);
-    let done = session(
-        app.acp_post(&complete, &payment("spt_sim_ok")).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let done = pay_after_a_decline(&app, s["id"].as_str().unwrap()).await;
     let order = done["order"]["id"].as_str().unwrap();
     // Canceling the order before it ships puts the units back.
     let r = app

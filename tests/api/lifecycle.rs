@@ -78,6 +78,22 @@ pub fn message<'a>(session: &'a Value, field: &str, value: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no message with {field} = {value}: {}", session["messages"]))
 }
 
+/// Completes session `id` with a declined card first, then a good one; returns the completed session.
+pub async fn pay_after_a_decline(app: &TestApp, id: &str) -> Value {
+    let complete = format!("/checkout_sessions/{id}/complete");
+    let declined = app
+        .acp_post(&complete, &payment("spt_sim_decline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declined.status(), StatusCode::OK);
+    session(
+        app.acp_post(&complete, &payment("spt_sim_ok")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await
+}
+
 pub async fn create(app: &TestApp, items: Value) -> Value {
     session(
         app.acp_post("/checkout_sessions", &create_body(items))

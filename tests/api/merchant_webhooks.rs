@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::{
     helpers::{ADMIN_TOKEN, AGENT_KEY, ChildServer, TestApp, TestDb, spawn_app_with},
     lifecycle::{TEE, create},
-    webhooks::buy,
+    webhooks::{buy, child_buy},
 };
 
 /// One request the merchant endpoint received.
@@ -291,7 +291,7 @@ async fn an_event_survives_a_sigkill_and_is_redelivered_with_the_same_id() {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut server = ChildServer::start(&["serve"], &pairs).await;
     let secret = register(&server.url(""), &endpoint.url(), Some(json!(["order.created"]))).await;
-    let order_id = child_order(&server).await;
+    let order_id = child_buy(&server).await;
     // Killed once both failures are recorded (the event waits for its third attempt), not between an answer and
     // its record (that case waits for the lease to end, which other tests cover).
     let pool = db.pool().await;
@@ -326,32 +326,6 @@ async fn an_event_survives_a_sigkill_and_is_redelivered_with_the_same_id() {
     assert_eq!(status, "delivered");
     restarted.signal("TERM");
     restarted.wait(Duration::from_secs(10)).await;
-}
-
-/// Creates and completes a checkout on a child server; returns the order id.
-async fn child_order(server: &ChildServer) -> String {
-    let post = |path: String, body: Value| {
-        crate::helpers::agent_post(&server.url(""), &path, &uuid::Uuid::new_v4().to_string(), &body).send()
-    };
-    let s: Value = post(
-        "/checkout_sessions".into(),
-        crate::lifecycle::create_body(json!([{"id": TEE}])),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let done: Value = post(
-        format!("/checkout_sessions/{}/complete", s["id"].as_str().unwrap()),
-        crate::lifecycle::payment("spt_sim_ok"),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    done["order"]["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// (on hand, reserved) of a variant.
-async fn stock_row(app: &TestApp, variant: &str) -> (Option<i32>, i32) {
+pub async fn stock_row(app: &TestApp, variant: &str) -> (Option<i32>, i32) {
     sqlx::query_as("select stock_quantity, stock_reserved from variant where variant_id = $1")
         .bind(variant)
         .fetch_one(&app.db)

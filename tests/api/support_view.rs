@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{TestApp, spawn_app},
-    lifecycle::{TEE, create, payment, session},
+    lifecycle::{TEE, create, pay_after_a_decline, session},
 };
 
 async fn orders(app: &TestApp, query: &str) -> Vec<String> {
@@ -43,18 +43,7 @@ async fn an_order_shows_what_the_agent_saw_and_every_payment_attempt() {
     )
     .await;
     assert_eq!(updated["status"], "ready_for_payment");
-    let complete = format!("/checkout_sessions/{id}/complete");
-    let declined = app
-        .acp_post(&complete, &payment("spt_sim_decline"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(declined.status(), StatusCode::OK);
-    let done = session(
-        app.acp_post(&complete, &payment("spt_sim_ok")).send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let done = pay_after_a_decline(&app, &id).await;
     let order_id = done["order"]["id"].as_str().unwrap().to_owned();
 
     let r = app

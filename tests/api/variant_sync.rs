@@ -10,15 +10,9 @@ use serde_json::{Value, json};
 use crate::{
     helpers::{TestApp, eventually, spawn_app},
     lifecycle::{MAP_PACK, TEE, count, create, error, message, payment, session},
+    shared::total,
+    stock::stock_row,
 };
-
-async fn stock_row(app: &TestApp, variant: &str) -> (Option<i32>, i32) {
-    sqlx::query_as("select stock_quantity, stock_reserved from variant where variant_id = $1")
-        .bind(variant)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
 
 async fn change(app: &TestApp, variant: &str, key: &str, body: Value) -> reqwest::Response {
     app.admin(Method::PATCH, &format!("/admin/variants/{variant}"))
@@ -47,17 +41,6 @@ async fn assert_ledger_adds_up(app: &TestApp, variant: &str) {
     let b = &ledger["balance"];
     assert_eq!(b["on_hand"], b["stock_quantity"], "{b}");
     assert_eq!(b["reserved"], b["stock_reserved"], "{b}");
-}
-
-fn total(session: &Value) -> i64 {
-    session["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == "total")
-        .unwrap()["amount"]
-        .as_i64()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -155,7 +138,11 @@ async fn a_price_change_and_a_stock_out_between_create_and_complete_reach_the_ag
     .await;
     assert_eq!(answer["status"], "ready_for_payment", "not charged");
     assert_eq!(message(&answer, "code", "price_change")["type"], "warning");
-    assert_eq!(total(&answer) - total(&created), 300, "the new total is shown");
+    assert_eq!(
+        total(&answer, "total") - total(&created, "total"),
+        300,
+        "the new total is shown"
+    );
     assert_eq!(count(&app, "simulator_charge").await, 0);
     // The export follows: the feed Product carries the new price.
     let export = app

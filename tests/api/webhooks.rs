@@ -489,7 +489,7 @@ async fn start(args: &[&str], env: &[(&'static str, String)]) -> ChildServer {
     ChildServer::start(args, &pairs).await
 }
 
-async fn child_buy(server: &ChildServer) -> String {
+pub async fn child_buy(server: &ChildServer) -> String {
     let post =
         |path: String, body: Value| agent_post(&server.url(""), &path, &uuid::Uuid::new_v4().to_string(), &body).send();
     let s: Value = post("/checkout_sessions".into(), create_body(json!([{"id": TEE}])))
