@@ -1,10 +1,34 @@
-//! Funnel events, each written by the transaction that makes the change it describes (one insert, no extra
-//! read: the agent's channel is looked up inside the insert). Once-per-session kinds are guarded by a unique
-//! index, so a second path to the same state writes nothing.
+//! Funnel events, each written by the transaction that makes the change it describes, with no extra read: the
+//! agent's channel is looked up inside the insert. Where the change is a session's own insert or save, the events
+//! ride in that same statement ([`insert_funnel_events`], [`Recorder::rows`]): no round trip of their own.
+//! Once-per-session kinds are guarded by a unique index, so a second path to the same state writes nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, types::Json};
+
+/// The part of a statement that writes the funnel events bound as the JSON array `$p` (made by
+/// [`Recorder::rows`]) for the session row that the statement's CTE `saved` returns (its `checkout_session_id`,
+/// `agent_id` and `currency`). A macro, so each statement stays one literal that sqlx prepares once.
+macro_rules! insert_funnel_events {
+    ($p:literal) => {
+        concat!(
+            "insert into funnel_event (occurred_at, checkout_session_id, kind, agent_id, channel_id, source,
+                                       buyer_hash, currency, amount, reason, attrs)
+             select e.occurred_at, s.checkout_session_id, e.kind, s.agent_id,
+                    coalesce((select channel_id from agent_channel where agent_id = s.agent_id), s.agent_id),
+                    e.source, e.buyer_hash, s.currency, e.amount, e.reason, coalesce(e.attrs, '{}')
+             from saved s
+                  cross join jsonb_to_recordset(",
+            $p,
+            "::jsonb) as e(occurred_at timestamptz, kind text, source text, buyer_hash text, amount bigint,
+                           reason text, attrs jsonb)
+             on conflict do nothing"
+        )
+    };
+}
+pub(crate) use insert_funnel_events;
 
 use crate::{checkout::model::Session, config::Secret};
 
@@ -93,28 +117,63 @@ impl Recorder {
         at: DateTime<Utc>,
         detail: Detail<'_>,
     ) -> Result<(), sqlx::Error> {
-        let buyer_hash = buyer_email(session).map(|e| self.buyer_hash(e));
-        sqlx::query(
-            "insert into funnel_event (occurred_at, checkout_session_id, kind, agent_id, channel_id, source,
-                                       buyer_hash, currency, amount, reason, attrs)
-             values ($1, $2, $3, $4, coalesce((select channel_id from agent_channel where agent_id = $4), $4), $5,
-                     $6, $7, $8, $9, coalesce($10, '{}'))
-             on conflict do nothing",
-        )
-        .bind(at)
+        sqlx::query(concat!(
+            "with saved (checkout_session_id, agent_id, currency) as (select $1::text, $2::text, $3::text) ",
+            insert_funnel_events!("$4")
+        ))
         .bind(&session.id)
-        .bind(kind.as_str())
         .bind(&session.agent_id)
-        .bind(super::SOURCE)
-        .bind(buyer_hash)
         .bind(&session.currency)
-        .bind(detail.amount)
-        .bind(detail.reason)
-        .bind(detail.attrs.map(sqlx::types::Json))
+        .bind(self.rows(session, vec![Event { kind, at, detail }]))
         .execute(conn)
         .await?;
         Ok(())
     }
+
+    /// `events` of `session` as the JSON array [`insert_funnel_events`] reads.
+    pub fn rows<'a>(&self, session: &Session, events: Vec<Event<'a>>) -> Json<Vec<Row<'a>>> {
+        let buyer_hash = buyer_email(session).map(|e| self.buyer_hash(e));
+        Json(
+            events
+                .into_iter()
+                .map(|e| Row {
+                    // Microseconds, as PostgreSQL stores them (and as sqlx binds a timestamp).
+                    occurred_at: e.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    kind: e.kind.as_str(),
+                    source: super::SOURCE,
+                    buyer_hash: buyer_hash.clone(),
+                    amount: e.detail.amount,
+                    reason: e.detail.reason,
+                    attrs: e.detail.attrs,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// One event to record.
+pub struct Event<'a> {
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+    pub detail: Detail<'a>,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(kind: EventKind, at: DateTime<Utc>, detail: Detail<'a>) -> Self {
+        Self { kind, at, detail }
+    }
+}
+
+/// One event as bound: the columns that are not the session's own.
+#[derive(Debug, Serialize)]
+pub struct Row<'a> {
+    occurred_at: String,
+    kind: &'static str,
+    source: &'static str,
+    buyer_hash: Option<String>,
+    amount: Option<i64>,
+    reason: Option<&'a str>,
+    attrs: Option<serde_json::Value>,
 }
 
 /// The email the buyer hash is made of; a blank one counts as unknown.

@@ -338,12 +338,31 @@ pub async fn variants(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<Var
     .await
 }
 
-/// Same, locking the rows (in id order, so concurrent completes cannot deadlock) until the transaction ends.
-pub async fn variants_for_update(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<VariantRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {VARIANT_COLUMNS} from variant where variant_id = any($1) order by variant_id for update"
+/// Same, locking the rows (in id order, so concurrent completes cannot deadlock) until the transaction ends,
+/// with the stored pricing rules' version read by the same statement (`None` when no row came back: nothing was
+/// read then). Complete confirms its cached rules against that version without a round trip of its own.
+pub async fn variants_for_update(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<(Vec<VariantRow>, Option<RulesVersion>), sqlx::Error> {
+    let rows: Vec<LockedVariant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {VARIANT_COLUMNS}, (select version from pricing_rules where singleton) as rules_version
+         from variant where variant_id = any($1) order by variant_id for update"
     )))
     .bind(ids)
     .fetch_all(conn)
-    .await
+    .await?;
+    let version = rows.first().map(|r| RulesVersion(r.rules_version));
+    Ok((rows.into_iter().map(|r| r.variant).collect(), version))
+}
+
+/// The stored pricing rules' version as a statement read it (`None` inside: no rules stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RulesVersion(pub Option<i64>);
+
+#[derive(sqlx::FromRow)]
+struct LockedVariant {
+    #[sqlx(flatten)]
+    variant: VariantRow,
+    rules_version: Option<i64>,
 }

@@ -27,9 +27,9 @@
 //! | phase | round trips | statements |
 //! |---|---|---|
 //! | claim (src/idempotency, committed before anything else: it must survive the PSP call) | 1 (a new key) | one `INSERT … ON CONFLICT DO NOTHING`, autocommitted; a key already used adds a read (and, past its retention, a delete and the insert again) |
-//! | begin (one transaction) | 11 (10 when no discount applies) | `BEGIN`; session `for update`; variants `for update` (id order); the counters of the limited promotions this cart can use `for update` (id order) with the rules' version in the same statement; stock reserve (`unnest`); redemptions + counters; the predecessor lookup; attempt insert; session save; claim ↔ attempt link; `COMMIT` |
+//! | begin (one transaction) | 9 (+1 when the cart can use a limited promotion, +1 when a discount applies) | `BEGIN`; session `for update`; variants `for update` (id order) with the rules' version in the same statement; the counters of the limited promotions this cart can use `for update` (id order), again with the version (only when the cart can use one); stock reserve (`unnest`); redemptions + counters (only when a discount applies); the predecessor lookup; attempt insert; session save; claim ↔ attempt link; `COMMIT` |
 //! | charge | 1 PSP call | no transaction; a lease renewal every `idempotency_heartbeat_ms` while it runs |
-//! | settle, charged (one transaction) | 13 | `BEGIN`; session by attempt `for update`; attempt `for update`; attempt state; stock sell (`unnest`, rows locked in id order by an init plan); order insert; webhook version + outbox insert; session save; funnel event; linked idempotency records (read + one update each); `COMMIT` |
+//! | settle, charged (one transaction) | 13 | `BEGIN`; session by attempt `for update`; attempt `for update`; attempt state; stock sell (`unnest`, rows locked in id order by an init plan); order insert; the agent's webhook version; outbox insert; merchant subscribers; session save with its funnel event (one statement); linked idempotency records (read + one update each); `COMMIT` |
 //!
 //! Only when needed: one more in begin to count a buyer's redemptions (a usage limit per buyer among the cart's
 //! promotions), one to reload the rules (their version moved since this process cached them: the cart is
@@ -158,13 +158,13 @@ impl Checkout {
             apply_contact(&mut session, details)?;
         }
         // Reprice against locked rows: what we charge is what the stock check saw.
-        let rows = catalog::variants_for_update(&mut tx, &item_ids(&session.items)).await?;
+        let (rows, rules_version) = catalog::variants_for_update(&mut tx, &item_ids(&session.items)).await?;
         let catalog: std::collections::HashMap<String, VariantRow> =
             rows.into_iter().map(|v| (v.variant_id.clone(), v)).collect();
         // Usage limits are decided here, under locks on the counters of the limited promotions this cart can use,
         // held until this transaction commits; the same statement reads the rules' version, so a bundle changed
         // since it was cached is reloaded and priced here, before anything is charged.
-        let (rules, redemptions) = lock_counts(&mut tx, &self.rules, &session).await?;
+        let (rules, redemptions) = lock_counts(&mut tx, &self.rules, &session, rules_version).await?;
         let quoted_total = session.computed.total();
         let was_not_ready = session.status == Status::NotReadyForPayment;
         super::compute::recompute(&mut session, &catalog, &rules, &redemptions, now);

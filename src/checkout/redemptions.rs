@@ -14,7 +14,10 @@ use chrono::Utc;
 use sqlx::PgConnection;
 
 use super::{model::Session, service::buyer_email};
-use crate::pricing::{Rules, store::RulesCache};
+use crate::{
+    catalog::RulesVersion,
+    pricing::{Rules, store::RulesCache},
+};
 
 /// Redemptions so far per promotion: (all buyers, this session's buyer), this session's own excluded.
 pub type Counts = HashMap<String, (u32, u32)>;
@@ -93,14 +96,21 @@ pub(super) async fn redemption_counts(
 /// For complete: the rules stored at the version this transaction reads, and the redemptions of the promotions
 /// this session can use under them, their counter rows locked until the transaction ends. The version is read in
 /// the statement that locks (one round trip); the cached rules are used unless the version moved.
+///
+/// `read`: the version an earlier statement of this transaction already read (the variants' lock), used when the
+/// cart has no counter to lock, instead of reading it again.
 pub(super) async fn lock_counts(
     conn: &mut PgConnection,
     cache: &RulesCache,
     session: &Session,
+    read: Option<RulesVersion>,
 ) -> Result<(Arc<Rules>, Counts), sqlx::Error> {
     let cached = cache.current(conn).await?;
     let ids = candidates(&cached, session);
-    let (version, mut counts) = lock_rows(conn, &ids, session).await?;
+    let (version, mut counts) = match read {
+        Some(RulesVersion(version)) if ids.is_empty() => (version, HashMap::new()),
+        _ => lock_rows(conn, &ids, session).await?,
+    };
     let rules = cache.confirm(conn, version).await?;
     if !Arc::ptr_eq(&rules, &cached) {
         // The rules changed under us: lock and count what the stored ones make usable (already held rows too).

@@ -24,10 +24,13 @@
 //!
 //! | endpoint | round trips | statements |
 //! |---|---|---|
-//! | create | 9 (8 without limited promotions) | BEGIN, claim (advisory lock + record read), catalog, rules version, redemption counts (only when the rules have a limited promotion), insert session, funnel event, record, COMMIT; + 1 funnel event when it is ready at once |
-//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts (as for create), save, record, COMMIT; + 1 funnel event on becoming ready; + 2 (save, event) when the session just expired |
-//! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save, funnel event, record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
+//! | create | 6 (7 with limited promotions) | BEGIN, claim (advisory lock + record read), catalog, redemption counts (only when the rules have a limited promotion), insert session with its funnel events (one statement: a CTE), record, COMMIT |
+//! | update | 7 (8 with limited promotions) | BEGIN, claim, load for update, catalog, redemption counts (as for create), save with its funnel events, record, COMMIT; + 2 (save with the `expired` event, merchant subscribers) when the session just expired |
+//! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save with its funnel event, merchant subscribers (`checkout.abandoned`), record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
 //! | GET | 1 | one SELECT on a kept read connection (`crate::db::kept`: no release ping), no transaction |
+//!
+//! The rules in force come from a cache (refreshed by LISTEN/NOTIFY): no read of their version here. Before
+//! issue 14's last round, each funnel event was a statement of its own (create 7–8, update 8–9).
 //!
 //! Each of create, update and cancel commits exactly one transaction (`tests/api/round_trips.rs` counts them from
 //! `pg_stat_database.xact_commit`).
@@ -49,7 +52,10 @@ use super::{
     stock,
 };
 use crate::{
-    analytics::{EventKind, events::Detail},
+    analytics::{
+        EventKind,
+        events::{Detail, Event, Row, insert_funnel_events},
+    },
     catalog::{self, VariantRow},
     idempotency::IdempotencyError,
     protocol::WireContext,
@@ -227,15 +233,11 @@ impl Checkout {
         negotiation::apply(&mut session, declared, &self.wire.payment_handlers);
         let redemptions = redemption_counts(conn, &rules, &session, false).await?;
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
-        insert(conn, &session).await?;
-        self.funnel
-            .record(conn, &session, EventKind::SessionCreated, now, Detail::shown(&session))
-            .await?;
+        let mut events = vec![Event::new(EventKind::SessionCreated, now, Detail::shown(&session))];
         if session.status == Status::ReadyForPayment {
-            self.funnel
-                .record(conn, &session, EventKind::ReadyForPayment, now, Detail::default())
-                .await?;
+            events.push(Event::new(EventKind::ReadyForPayment, now, Detail::default()));
         }
+        insert(conn, &session, self.funnel.rows(&session, events)).await?;
         Ok(session)
     }
 
@@ -283,16 +285,12 @@ impl Checkout {
         let redemptions = redemption_counts(conn, &rules, &session, false).await?;
         compute::recompute(&mut session, &catalog, &rules, &redemptions, now);
         session.updated_at = now;
-        save(conn, &session).await?;
-        self.funnel
-            .record(conn, &session, EventKind::SessionUpdated, now, Detail::shown(&session))
-            .await?;
+        let mut events = vec![Event::new(EventKind::SessionUpdated, now, Detail::shown(&session))];
         if !was_ready && session.status == Status::ReadyForPayment {
             // Once per session (unique index): a session that falls back and is ready again records nothing.
-            self.funnel
-                .record(conn, &session, EventKind::ReadyForPayment, now, Detail::default())
-                .await?;
+            events.push(Event::new(EventKind::ReadyForPayment, now, Detail::default()));
         }
+        save_with_events(conn, &session, self.funnel.rows(&session, events)).await?;
         Ok(session)
     }
 
@@ -326,15 +324,13 @@ impl Checkout {
         session.status = Status::Canceled;
         session.computed.messages = vec![Message::info("Checkout session has been canceled.")];
         session.updated_at = now;
-        save(conn, &session).await?;
-        crate::webhooks::merchant::enqueue_abandoned(conn, &session, reason).await?;
         let detail = Detail {
             reason,
             ..Detail::default()
         };
-        self.funnel
-            .record(conn, &session, EventKind::Canceled, now, detail)
-            .await?;
+        let events = vec![Event::new(EventKind::Canceled, now, detail)];
+        save_with_events(conn, &session, self.funnel.rows(&session, events)).await?;
+        crate::webhooks::merchant::enqueue_abandoned(conn, &session, reason).await?;
         Ok(session)
     }
 
@@ -345,11 +341,9 @@ impl Checkout {
         session: &Session,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        save(conn, session).await?;
-        crate::webhooks::merchant::enqueue_abandoned(conn, session, None).await?;
-        self.funnel
-            .record(conn, session, EventKind::Expired, now, Detail::default())
-            .await
+        let events = vec![Event::new(EventKind::Expired, now, Detail::default())];
+        save_with_events(conn, session, self.funnel.rows(session, events)).await?;
+        crate::webhooks::merchant::enqueue_abandoned(conn, session, None).await
     }
 
     /// Loads a session for a mutation, refusing states that cannot change.
@@ -382,9 +376,10 @@ impl Checkout {
     /// Marks every session whose time ran out as `expired` (canceling a payment that waits for 3-D Secure
     /// first); returns how many.
     pub async fn sweep_expired(&self, pool: &PgPool) -> Result<u64, CheckoutError> {
+        // `open` (generated from the status) is what the partial expiry index is defined on.
         let ids: Vec<String> = sqlx::query_scalar(
             "select checkout_session_id from checkout_session
-             where expires_at <= now() and status not in ('completed', 'canceled', 'expired', 'complete_in_progress')
+             where open and expires_at <= now() and status <> 'complete_in_progress'
              limit 500",
         )
         .fetch_all(pool)
@@ -521,12 +516,16 @@ pub(super) async fn load_any(conn: &mut PgConnection, id: &str) -> Result<Sessio
 }
 
 #[tracing::instrument(name = "db.checkout_session.insert", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
-async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into checkout_session (checkout_session_id, agent_id, api_version, status, currency, state,
-                                       created_at, updated_at, expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
+/// Inserts a new session and, in the same statement, its funnel `events` ([`Recorder::rows`]).
+async fn insert(conn: &mut PgConnection, s: &Session, events: Json<Vec<Row<'_>>>) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "with saved as (
+             insert into checkout_session (checkout_session_id, agent_id, api_version, status, currency, state,
+                                           created_at, updated_at, expires_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             returning checkout_session_id, agent_id, currency) ",
+        insert_funnel_events!("$10")
+    ))
     .bind(&s.id)
     .bind(&s.agent_id)
     .bind(&s.api_version)
@@ -536,6 +535,30 @@ async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error>
     .bind(s.created_at)
     .bind(s.updated_at)
     .bind(s.expires_at)
+    .bind(events)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Saves a session and, in the same statement, the funnel `events` its change makes ([`Recorder::rows`]).
+#[tracing::instrument(name = "db.checkout_session.save", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
+pub(super) async fn save_with_events(
+    conn: &mut PgConnection,
+    s: &Session,
+    events: Json<Vec<Row<'_>>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "with saved as (
+             update checkout_session set status = $2, state = $3, updated_at = $4 where checkout_session_id = $1
+             returning checkout_session_id, agent_id, currency) ",
+        insert_funnel_events!("$5")
+    ))
+    .bind(&s.id)
+    .bind(s.status.as_str())
+    .bind(crate::db::JsonText(s))
+    .bind(s.updated_at)
+    .bind(events)
     .execute(conn)
     .await?;
     Ok(())

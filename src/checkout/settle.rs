@@ -19,11 +19,14 @@ use super::{
     attempt::{self, Attempt, AttemptState},
     model::{Message, OrderRef, Session, Status},
     redemptions::release_redemptions,
-    service::{Checkout, CheckoutError, declined_message, save},
+    service::{Checkout, CheckoutError, declined_message, save, save_with_events},
     stock,
 };
 use crate::{
-    analytics::{EventKind, events::Detail},
+    analytics::{
+        EventKind,
+        events::{Detail, Event},
+    },
     idempotency::{self, ClaimHandle, StoredResponse},
     orders::{
         self,
@@ -238,15 +241,13 @@ impl Checkout {
         });
         session.computed.messages.clear();
         insert_order(conn, session, attempt, payment_id, captured).await?;
-        save(conn, session).await?;
         let detail = Detail {
             amount: Some(attempt.amount),
             reason: None,
             ..Detail::default()
         };
-        self.funnel
-            .record(conn, session, EventKind::Completed, session.updated_at, detail)
-            .await?;
+        let events = vec![Event::new(EventKind::Completed, session.updated_at, detail)];
+        save_with_events(conn, session, self.funnel.rows(session, events)).await?;
         Ok(())
     }
 

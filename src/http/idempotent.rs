@@ -24,9 +24,9 @@
 //!
 //! | endpoint | round trips | of which |
 //! |---|---|---|
-//! | create | 9 (8 without limited promotions) | BEGIN, claim, catalog, rules version, redemption counts (only with limited promotions), insert session, funnel event, record, COMMIT (+ a second funnel event when it is ready at once) |
-//! | update | 9 (8 without limited promotions) | BEGIN, claim, load for update, catalog, rules version, redemption counts, save, record, COMMIT (+ a funnel event on becoming ready) |
-//! | cancel | 8 | BEGIN, claim, load for update, waiting-payment read, save, funnel event, record, COMMIT |
+//! | create | 6 (7 with limited promotions) | BEGIN, claim, catalog, redemption counts (only with limited promotions), insert session with its funnel events, record, COMMIT |
+//! | update | 7 (8 with limited promotions) | BEGIN, claim, load for update, catalog, redemption counts, save with its funnel events, record, COMMIT |
+//! | cancel | 8 | BEGIN, claim, load for update, waiting-payment read, save with its funnel event, merchant subscribers, record, COMMIT |
 //! | replay / 409 / 422 | 3 | BEGIN, claim, ROLLBACK |
 //! | GET (no key) | 1 | one SELECT, no transaction, on a kept read connection (no release ping) |
 //!

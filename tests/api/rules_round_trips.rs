@@ -436,6 +436,9 @@ async fn completes_statement_count_does_not_grow_with_items_and_discounts() {
         ("expiry_sweep_interval_ms", "3600000"),
         ("idempotency_sweep_interval_ms", "3600000"),
         ("rules_poll_ms", "3600000"),
+        // No lease renewal while the PSP call runs (its timing would decide the count).
+        ("idempotency_lease_ms", "8000000"),
+        ("idempotency_heartbeat_ms", "3600000"),
     ];
     let settings = crate::helpers::test_settings(url.as_str(), &quiet);
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -444,11 +447,14 @@ async fn completes_statement_count_does_not_grow_with_items_and_discounts() {
         .unwrap();
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped());
+    // Limits no cart here reaches (reaching one costs a statement of its own).
+    let mut generous_rules = rules(10);
+    generous_rules["promotions"][1]["max_redemptions"] = json!(100);
     let client = crate::helpers::http_client();
     let admin = client
         .put(format!("{base}/admin/pricing/rules"))
         .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .json(&rules(10))
+        .json(&generous_rules)
         .send()
         .await
         .unwrap();
@@ -465,7 +471,14 @@ async fn completes_statement_count_does_not_grow_with_items_and_discounts() {
     let post =
         |path: &str, body: &Value| crate::helpers::agent_post(&base, path, &uuid::Uuid::new_v4().to_string(), body);
     let mut statements = Vec::new();
-    for (lines, codes) in [(&items[..1], vec![]), (&items[..], vec!["CODEA", "CODEB"])] {
+    // A warm-up first: the counter rows of the limited promotions are created on their first use.
+    let carts = [
+        (&items[..1], vec!["CODEA", "CODEB"]),
+        (&items[..1], vec![]),
+        (&items[..1], vec!["CODEA"]),
+        (&items[..], vec!["CODEA", "CODEB"]),
+    ];
+    for (lines, codes) in carts {
         let mut body = checkout_of(&lines[0], &codes, "count@example.com");
         body["line_items"] = lines.iter().map(|id| json!({"id": id})).collect();
         let created = session(
@@ -492,10 +505,17 @@ async fn completes_statement_count_does_not_grow_with_items_and_discounts() {
     }
     shutdown.cancel();
     eprintln!("complete's statements (items, discounts, statements): {statements:?}");
-    let (small, large) = (statements[0], statements[1]);
+    let (unlimited, small, large) = (statements[1], statements[2], statements[3]);
     assert!(large.0 > small.0 && large.1 > small.1, "{statements:?}");
     assert_eq!(
         small.2, large.2,
+        "(items, discounts, statements) of each complete: {statements:?}"
+    );
+    // A cart that can use no limited promotion locks no counter: the variants' lock reads the rules' version, so
+    // it costs one statement less.
+    assert_eq!(
+        unlimited.2 + 1,
+        small.2,
         "(items, discounts, statements) of each complete: {statements:?}"
     );
 }
