@@ -29,8 +29,8 @@
 //! | cancel | 8 | BEGIN, claim, load for update, waiting 3-D Secure payment, save with its funnel event, merchant subscribers (`checkout.abandoned`), record, COMMIT (+ the PSP cancel and its own update, through the pool, when a payment waits) |
 //! | GET | 1 | one SELECT on a kept read connection (`crate::db::kept`: no release ping), no transaction |
 //!
-//! The rules in force come from a cache (refreshed by LISTEN/NOTIFY): no read of their version here. Before
-//! issue 14's last round, each funnel event was a statement of its own (create 7–8, update 8–9).
+//! The rules in force come from a cache (refreshed by LISTEN/NOTIFY): no read of their version here. When each
+//! funnel event was a statement of its own, create took 7–8 round trips and update 8–9.
 //!
 //! Each of create, update and cancel commits exactly one transaction (`tests/api/round_trips.rs` counts them from
 //! `pg_stat_database.xact_commit`).
