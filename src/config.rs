@@ -69,6 +69,7 @@ const KEYS: &[&str] = &[
     "threeds_directory_server",
     "webhook_worker_enabled",
     "webhook_poll_interval_ms",
+    "webhook_wake_gather_ms",
     "webhook_retry_schedule_ms",
     "webhook_max_age_secs",
     "webhook_connect_timeout_ms",
@@ -357,6 +358,7 @@ struct RawSettings {
     threeds_directory_server: String,
     webhook_worker_enabled: bool,
     webhook_poll_interval_ms: u64,
+    webhook_wake_gather_ms: u64,
     #[serde(deserialize_with = "lenient_string")]
     webhook_retry_schedule_ms: String,
     webhook_max_age_secs: u64,
@@ -491,6 +493,8 @@ pub struct Settings {
     pub three_ds: ThreeDsSettings,
     pub webhook_worker_enabled: bool,
     pub webhook_poll_interval: Duration,
+    /// How long a woken worker gathers further events before it claims (see `webhooks::Wakeup`).
+    pub webhook_wake_gather: Duration,
     pub webhook_retry_schedule: Vec<Duration>,
     pub webhook_max_age: Duration,
     pub webhook_connect_timeout: Duration,
@@ -795,6 +799,15 @@ impl RawSettings {
                 format!("`{v}` is not an ACP version this build knows ({})", known_versions()),
             ));
         }
+        if self.webhook_wake_gather_ms >= self.webhook_poll_interval_ms {
+            return Err(ConfigError::new(
+                "webhook_wake_gather_ms",
+                format!(
+                    "must be less than ACP_WEBHOOK_POLL_INTERVAL_MS ({} ms): gathering is meant to be shorter than polling",
+                    self.webhook_poll_interval_ms
+                ),
+            ));
+        }
         for (key, value) in [
             ("webhook_poll_interval_ms", self.webhook_poll_interval_ms),
             ("webhook_max_age_secs", self.webhook_max_age_secs),
@@ -880,6 +893,7 @@ impl RawSettings {
             three_ds,
             webhook_worker_enabled: self.webhook_worker_enabled,
             webhook_poll_interval: Duration::from_millis(self.webhook_poll_interval_ms),
+            webhook_wake_gather: Duration::from_millis(self.webhook_wake_gather_ms),
             webhook_retry_schedule,
             webhook_max_age: Duration::from_secs(self.webhook_max_age_secs),
             webhook_connect_timeout: Duration::from_millis(self.webhook_connect_timeout_ms),
@@ -1676,6 +1690,14 @@ mod tests {
         assert_eq!(s.three_ds.acquirer_bin, "424242");
         assert_eq!(s.webhook_retry_schedule, vec![Duration::from_millis(600)]);
         assert_eq!(s.payment_merchant_id, "42");
+    }
+
+    #[test]
+    fn the_wake_gather_must_be_under_the_poll_interval() {
+        let err = dev(&[("webhook_poll_interval_ms", "100"), ("webhook_wake_gather_ms", "100")]).unwrap_err();
+        assert_eq!(err.setting, "ACP_WEBHOOK_WAKE_GATHER_MS");
+        let s = dev(&[("webhook_poll_interval_ms", "100"), ("webhook_wake_gather_ms", "0")]).expect("0 is at once");
+        assert_eq!(s.webhook_wake_gather, Duration::ZERO);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub fn checkout(settings: &Settings, simulator: Option<Simulator>) -> Result<Che
             reconcile_after: settings.reconcile_after,
         },
         funnel: crate::analytics::Recorder::new(settings.analytics_salt.clone()),
+        webhooks_queued: crate::webhooks::Wakeup::default(),
     })
 }
 
@@ -185,7 +186,11 @@ impl Application {
         let webhook_worker = settings
             .webhook_worker_enabled
             .then(|| WorkerConfig::from_settings(&settings, ENV_AGENT_ID))
-            .transpose()?;
+            .transpose()?
+            .map(|config| WorkerConfig {
+                wakeup: checkout.webhooks_queued.clone(),
+                ..config
+            });
         let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(settings.rate_limits.clone()));
         let kept = crate::db::kept::KeptConnections::new(db::lazy_read_pool(&settings)?, crate::db::kept::MAX_IDLE);
         let state = AppState::new(crate::http::SharedState {

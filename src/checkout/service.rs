@@ -133,6 +133,8 @@ pub struct Checkout {
     pub payments: PaymentTiming,
     /// Writes the funnel events (issue 13) in the transactions below.
     pub funnel: crate::analytics::Recorder,
+    /// Woken after a settlement commits (it queued order webhooks), so the worker delivers them at once.
+    pub webhooks_queued: crate::webhooks::Wakeup,
 }
 
 pub struct CreateInput {

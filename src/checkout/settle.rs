@@ -127,6 +127,9 @@ impl Checkout {
             idempotency::yield_for_attempt(&mut tx, attempt_id).await?;
         }
         tx.commit().await?;
+        if closed {
+            self.webhooks_queued.wake();
+        }
         log_settlement(&attempt, resolution, writer);
         if !closed {
             return Ok(Settled::StillOpen);

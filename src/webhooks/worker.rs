@@ -27,7 +27,11 @@
 //! took 6 or 7 per event — begin, claim, one or two target reads, attempt insert, update, commit — and held the
 //! transaction open across the HTTP call.) The worker claims again as soon as half the batch is done, or after each
 //! finished delivery when the last claim did not fill the batch (a short queue: latency matters more than round
-//! trips), and otherwise sleeps `ACP_WEBHOOK_POLL_INTERVAL_MS`.
+//! trips), and otherwise sleeps `ACP_WEBHOOK_POLL_INTERVAL_MS` — unless this process commits an order first: its
+//! [`super::Wakeup`] wakes the worker, which gathers `ACP_WEBHOOK_WAKE_GATHER_MS` of further commits and claims
+//! them together. Under a steady stream of orders that replaces one burst per poll interval (which the benchmark
+//! saw as a once-a-second spike in request latency, and as webhook lag of up to a whole interval) with small,
+//! even batches.
 //!
 //! **Stopping.** When `stop` fires the worker claims nothing more, and no attempt that has not started starts;
 //! attempts under way get three quarters of `ACP_SHUTDOWN_TIMEOUT_MS` to finish and be recorded (the rest of the
@@ -67,6 +71,9 @@ use crate::config::Settings;
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub poll_interval: Duration,
+    /// Woken by this process's commits of new events; then gathers `wake_gather` before it claims.
+    pub wakeup: super::Wakeup,
+    pub wake_gather: Duration,
     pub schedule: Vec<Duration>,
     pub max_age: Duration,
     /// One HTTP client for every delivery to an agent.
@@ -118,6 +125,8 @@ impl WorkerConfig {
         let delivery = &settings.webhook_delivery;
         Ok(Self {
             poll_interval: settings.webhook_poll_interval,
+            wakeup: super::Wakeup::default(),
+            wake_gather: settings.webhook_wake_gather,
             schedule: settings.webhook_retry_schedule.clone(),
             max_age: settings.webhook_max_age,
             client,
@@ -181,6 +190,10 @@ pub async fn run(pool: PgPool, config: WorkerConfig, stop: CancellationToken) {
             }
             _ = renewals.tick(), if !deliveries.is_empty() => worker.renew().await,
             () = tokio::time::sleep(worker.config.poll_interval), if short_queue || deliveries.is_empty() => {}
+            () = worker.config.wakeup.woken(), if short_queue || deliveries.is_empty() => {
+                // The commits right behind this one are claimed with it.
+                tokio::time::sleep(worker.config.wake_gather).await;
+            }
         }
     }
     worker.stop(deliveries).await;

@@ -559,3 +559,25 @@ fn a_lease_no_longer_than_the_webhook_timeout_is_refused() {
         assert_eq!(zero.setting, format!("ACP_{}", key.to_ascii_uppercase()));
     }
 }
+
+#[tokio::test]
+async fn a_completed_orders_webhook_goes_out_at_once_not_at_the_next_poll() {
+    let receiver = Receiver::start().await;
+    // A poll far longer than the test: only the settlement's wake-up can bring the event out in time.
+    let app = app_for(&receiver, &[("webhook_poll_interval_ms", "60000")]).await;
+    // The worker's first claim, at start-up, finds nothing; it is asleep in its poll from then on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let order_id = crate::webhooks::buy(&app).await;
+    let delivered = crate::helpers::eventually(Duration::from_secs(5), || async {
+        receiver
+            .log()
+            .iter()
+            .any(|got| got.signature_valid && got.body["data"]["id"] == order_id.as_str())
+    })
+    .await;
+    assert!(
+        delivered,
+        "the order's webhook waited for the 60 s poll: {:?}",
+        receiver.log()
+    );
+}
