@@ -566,14 +566,7 @@ pub(super) async fn save_with_events(
     Ok(())
 }
 
-#[tracing::instrument(name = "db.checkout_session.save", skip_all, fields(db.system = "postgresql", request_id = crate::observability::current_request_id()))]
+/// Saves a session whose change makes no funnel event.
 pub(super) async fn save(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error> {
-    sqlx::query("update checkout_session set status = $2, state = $3, updated_at = $4 where checkout_session_id = $1")
-        .bind(&s.id)
-        .bind(s.status.as_str())
-        .bind(crate::db::JsonText(s))
-        .bind(s.updated_at)
-        .execute(conn)
-        .await?;
-    Ok(())
+    save_with_events(conn, s, Json(Vec::new())).await
 }

@@ -199,13 +199,7 @@ async fn an_order_and_its_refund_reach_the_merchant_once_each_signed_the_standar
     assert_eq!(order["buyer"]["email"], "jane@example.com");
     assert_eq!(order["shipping_address"]["country"], "US");
     assert!(order["payment"]["reference"].as_str().is_some_and(|r| !r.is_empty()));
-    let total = order["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == "total")
-        .unwrap()["amount"]
-        .clone();
+    let total = crate::shared::total(order, "total");
 
     let r = app
         .admin(Method::POST, &format!("/admin/orders/{order_id}/refund"))
@@ -220,15 +214,7 @@ async fn an_order_and_its_refund_reach_the_merchant_once_each_signed_the_standar
     let order = &refunded[0].json()["data"]["order"];
     assert_eq!(order["amount_refunded"], 500);
     assert_eq!(order["refunds"][0]["reason"], "damaged");
-    assert_eq!(
-        order["totals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "total")
-            .unwrap()["amount"],
-        total
-    );
+    assert_eq!(crate::shared::total(order, "total"), total);
     assert_ne!(refunded[0].id, got.id);
     assert_eq!(
         endpoint.about("order.created", &order_id).len(),

@@ -643,13 +643,7 @@ async fn cancel_refunds_an_unshipped_order_and_full_refunds_are_bounded() {
             .iter()
             .all(|l| l["status"] == "removed")
     );
-    let total = canceled["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["type"] == "total")
-        .unwrap()["amount"]
-        .clone();
+    let total = crate::shared::total(&canceled, "total");
     assert_eq!(
         canceled["adjustments"][0]["amount"], total,
         "everything paid is refunded"
